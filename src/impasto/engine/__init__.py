@@ -1,0 +1,6 @@
+"""The engine: computes images, never prints, exits, or touches the network unasked."""
+
+from impasto.engine.params import RenderParams
+from impasto.engine.render import Progress, render
+
+__all__ = ["Progress", "RenderParams", "render"]

@@ -1,0 +1,102 @@
+"""VGG feature extractors, truncated at the deepest layer any loss needs.
+
+Input is an RGB tensor in **0..255 units** (the render loop's optimisation space, as in
+neural-style, so learning rates and TV weights mean what they meant there); each model
+converts to its own convention here (Keras VGG-16: BGR minus the ImageNet mean;
+torchvision VGG-19: 0..1, mean/std normalised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from impasto.engine.weights import POOL, ModelSpec, load_weights, model_spec
+from impasto.errors import ParamError
+
+POOLING = ("max", "avg")
+
+
+def layer_names(model: str) -> list[str]:
+    """All addressable layers of ``model`` in order: conv1_1, relu1_1, …, pool5."""
+    names, block, index = [], 1, 1
+    for item in model_spec(model).layout:
+        if item == POOL:
+            names.append(f"pool{block}")
+            block, index = block + 1, 1
+        else:
+            names += [f"conv{block}_{index}", f"relu{block}_{index}"]
+            index += 1
+    return names
+
+
+def check_layers(model: str, layers: Iterable[str]) -> None:
+    known = layer_names(model)
+    for layer in layers:
+        if layer not in known:
+            raise ParamError(f"unknown layer {layer!r} for {model}; "
+                             f"layers are {known[0]} … {known[-1]} (conv/relu/pool)")
+
+
+class VGGFeatures(nn.Module):
+    """Runs VGG up to the deepest requested layer and returns the requested activations."""
+
+    def __init__(self, spec: ModelSpec, state: dict[str, torch.Tensor], layers: Iterable[str],
+                 pooling: str = "max"):
+        super().__init__()
+        if pooling not in POOLING:
+            raise ParamError(f"pooling must be one of {POOLING}, got {pooling!r}")
+        self.wanted = list(dict.fromkeys(layers))
+        check_layers(spec.name, self.wanted)
+        order = layer_names(spec.name)
+        last = max(order.index(layer) for layer in self.wanted)
+        self.names = order[: last + 1]
+        self.ops = nn.ModuleList(self._make_op(name, state, pooling) for name in self.names)
+        self.bgr = spec.bgr
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * (255.0 / spec.scale))
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(spec.std).view(1, 3, 1, 1) * (255.0 / spec.scale)))
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def _make_op(name: str, state: dict[str, torch.Tensor], pooling: str) -> nn.Module:
+        if name.startswith("conv"):
+            weight = state[f"{name}.weight"]
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(state[f"{name}.bias"])
+            return conv
+        if name.startswith("relu"):
+            return nn.ReLU()
+        return nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2)
+
+    def to_model_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0..255 RGB → the model's own convention."""
+        if self.bgr:
+            pixels = pixels.flip(1)
+        return (pixels - self.mean) * self.inv_std
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_raw(self.to_model_input(pixels))
+
+    def forward_raw(self, model_input: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Like ``forward`` but on input already in the model's convention (for checks)."""
+        x, out = model_input, {}
+        for name, op in zip(self.names, self.ops):
+            x = op(x)
+            if name in self.wanted:
+                out[name] = x
+        return out
+
+
+def build_extractor(model: str, layers: Iterable[str], *, pooling: str = "max",
+                    weights=None, allow_download: bool = False,
+                    device: torch.device | str = "cpu") -> VGGFeatures:
+    """A truncated VGG extractor for ``layers``, on ``device``, ready for inference."""
+    layers = list(layers)
+    check_layers(model, layers)  # before loading weights: a typo should fail fast
+    spec = model_spec(model)
+    state = load_weights(model, weights, allow_download=allow_download)
+    return VGGFeatures(spec, state, layers, pooling).to(device)

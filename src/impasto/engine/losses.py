@@ -1,0 +1,67 @@
+"""Content, style (Gram) and total-variation losses, scaled as in neural-style.
+
+Gram matrices are normalised by C·H·W (neural-style), not by the 4·N²·M² of Gatys 2015,
+so style weights carry over from neural-style; content and style terms are mean squared
+errors; TV is a sum over pixels in 0..255 units, as neural-style's TVLoss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of ``N×C×H×W`` features (summed over the batch), divided by C·H·W."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.einsum("ncp,ndp->cd", flat, flat) / (c * h * w)
+
+
+class _NormalizeGradient(torch.autograd.Function):
+    """Identity forward; backward rescales the gradient to unit L1 norm times ``strength``.
+
+    neural-style's ``-normalize_gradients``: the strength is applied after normalising,
+    so every loss pushes equally hard per unit of weight. The weight still multiplies the
+    reported loss value; normalising makes the gradient independent of that factor.
+    """
+
+    @staticmethod
+    def forward(ctx, x, strength):
+        ctx.strength = strength
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / (grad.abs().sum() + 1e-8) * ctx.strength, None
+
+
+class ContentLoss(nn.Module):
+    def __init__(self, target: torch.Tensor, weight: float, normalize: bool = False):
+        super().__init__()
+        self.register_buffer("target", target.detach())
+        self.weight, self.normalize = weight, normalize
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            features = _NormalizeGradient.apply(features, self.weight)
+        return self.weight * nn.functional.mse_loss(features, self.target)
+
+
+class StyleLoss(nn.Module):
+    def __init__(self, target_gram: torch.Tensor, weight: float, normalize: bool = False):
+        super().__init__()
+        self.register_buffer("target", target_gram.detach())
+        self.weight, self.normalize = weight, normalize
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalize:
+            features = _NormalizeGradient.apply(features, self.weight)
+        return self.weight * nn.functional.mse_loss(gram(features), self.target)
+
+
+def tv_loss(image: torch.Tensor, weight: float) -> torch.Tensor:
+    """Half the summed squared neighbour differences (neural-style's TVLoss gradient)."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return weight * 0.5 * (dx.pow(2).sum() + dy.pow(2).sum())

@@ -1,0 +1,118 @@
+"""RenderParams: the one record of render options, their types and defaults.
+
+The CLI flags (``impasto render --help``), the web API schema and style presets are all
+derived from this model; add an option here and it appears everywhere. Names follow
+neural-style's flags (``-content_weight`` → ``content_weight``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from impasto.errors import ParamError
+
+DEFAULT_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+DEFAULT_CONTENT_LAYERS = ["relu4_2"]
+MAX_IMAGE_SIZE = 32768
+
+
+class RenderParams(BaseModel):
+    """Every option of a render. Defaults give a good first portrait at 512 px."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    image_size: int = Field(512, ge=32, le=MAX_IMAGE_SIZE,
+                            description="longest side of the output, in pixels")
+    style_blend_weights: list[float] | None = Field(
+        None, description="one weight per style image (comma-separated); default: equal")
+    content_weight: float = Field(5.0, ge=0, allow_inf_nan=False,
+                                  description="how much the output keeps the photo's structure")
+    style_weight: float = Field(100.0, ge=0, allow_inf_nan=False,
+                                description="how much the output takes on the style's textures")
+    tv_weight: float = Field(1e-3, ge=0, allow_inf_nan=False,
+                             description="total-variation smoothing (0 turns it off)")
+    num_iterations: int = Field(500, ge=1, le=100_000, description="optimiser iterations")
+    init: Literal["random", "image"] = Field(
+        "image", description="start from noise or from the photo (--init-image overrides)")
+    init_image: Path | None = Field(None, description="start from this image instead")
+    optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="L-BFGS or Adam")
+    learning_rate: float = Field(10.0, gt=0, allow_inf_nan=False,
+                                 description="Adam's step size, in 0..255 pixel units")
+    lbfgs_num_correction: int = Field(100, ge=1, le=1000,
+                                      description="L-BFGS history size")
+    normalize_gradients: bool = Field(False, description="L1-normalise each loss's gradient")
+    print_iter: int = Field(50, ge=0, description="log the losses every N iterations (0: never)")
+    save_iter: int = Field(0, ge=0, description="save an intermediate image every N iterations (0: never)")
+    content_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTENT_LAYERS),
+                                      description="layers for the content loss (comma-separated)")
+    style_layers: list[str] = Field(default_factory=lambda: list(DEFAULT_STYLE_LAYERS),
+                                    description="layers for the style loss (comma-separated)")
+    style_layer_weights: list[float] | None = Field(
+        None, description="one weight per style layer (comma-separated); default: equal")
+    style_scale: float = Field(1.0, gt=0, le=8, allow_inf_nan=False,
+                               description="style image size relative to the output")
+    original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
+    pooling: Literal["max", "avg"] = Field("max", description="VGG pooling")
+    model: Literal["vgg16", "vgg19"] = Field("vgg16", description="perceptual network")
+    weights: Path | None = Field(None, description="weights file (.safetensors, .onnx, .pth)")
+    download: bool = Field(False, description="allow downloading vgg19 weights if not cached")
+    seed: int = Field(0, ge=0, description="random seed: same seed and options, same image")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto, cpu, cuda or cuda:N")
+
+    @field_validator("style_blend_weights", "style_layer_weights")
+    @classmethod
+    def _weights_finite_non_negative(cls, value):
+        if value is not None:
+            if not value:
+                raise ValueError("needs at least one value")
+            if any(not math.isfinite(w) or w < 0 for w in value):
+                raise ValueError("weights must be finite and non-negative")
+            if sum(value) <= 0:
+                raise ValueError("weights must not all be zero")
+        return value
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _layers_named(cls, value):
+        if not value or any(not layer.strip() for layer in value):
+            raise ValueError("needs at least one layer name")
+        return [layer.strip() for layer in value]
+
+    @model_validator(mode="after")
+    def _layer_weights_match(self):
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
+            raise ValueError(f"{len(self.style_layer_weights)} style layer weights for "
+                             f"{len(self.style_layers)} style layers")
+        return self
+
+    @classmethod
+    def build(cls, **options) -> RenderParams:
+        """Validate ``options`` into a RenderParams, or raise a one-line ParamError."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            raise ParamError(describe(exc)) from None
+
+    def blend_weights(self, n_styles: int) -> list[float]:
+        """Normalised per-style weights; a ParamError if their count is not ``n_styles``."""
+        weights = self.style_blend_weights or [1.0] * n_styles
+        if len(weights) != n_styles:
+            raise ParamError(f"{len(weights)} style blend weights for {n_styles} style images")
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    def layer_weights(self) -> list[float]:
+        return list(self.style_layer_weights or [1.0] * len(self.style_layers))
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem of a ValidationError as one line: ``content_weight: …``."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "options"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where.replace('_', '-')}: {message}"

@@ -1,0 +1,188 @@
+"""The Gatys optimisation loop: content + style images → stylised image.
+
+``render`` takes 0..1 RGB tensors and a ``RenderParams``, optimises an image in 0..255
+pixel units (as neural-style does, so its weights and learning rates mean the same) and
+reports every iteration through ``callback(Progress)``. It prints nothing and reads no
+files other than the network weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from impasto.engine.color import original_colors
+from impasto.engine.features import VGGFeatures, build_extractor
+from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
+from impasto.engine.params import RenderParams
+from impasto.errors import ParamError
+
+log = logging.getLogger(__name__)
+PIXEL_SCALE = 255.0
+RANDOM_INIT_STD = 0.001 * PIXEL_SCALE  # neural-style: randn × 0.001 around the net's mean
+
+
+@dataclass
+class Progress:
+    """One optimiser iteration: what a progress bar, a save-every or a job row needs."""
+
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    elapsed_seconds: float
+    _pixels: torch.Tensor = field(repr=False)
+
+    def image(self) -> torch.Tensor:
+        """The current image as a 0..1 RGB tensor on the CPU (computed on request)."""
+        return (self._pixels.detach() / PIXEL_SCALE).clamp(0, 1).cpu()
+
+
+Callback = Callable[[Progress], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; asking for absent CUDA is a ParamError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamError(f"device {name!r} asked for, but CUDA is not available here")
+    return torch.device(name)
+
+
+def fit_size(image: torch.Tensor, longest_side: int) -> torch.Tensor:
+    """Resize so the longest side is ``longest_side`` (antialiased when shrinking)."""
+    h, w = image.shape[-2:]
+    scale = longest_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size == (h, w):
+        return image
+    return F.interpolate(image, size=size, mode="bicubic", align_corners=False,
+                         antialias=scale < 1).clamp(0, 1)
+
+
+class Objective(torch.nn.Module):
+    """The total loss of an image: weighted content, style and TV terms."""
+
+    def __init__(self, extractor: VGGFeatures, content_losses: dict[str, ContentLoss],
+                 style_losses: dict[str, StyleLoss], tv_weight: float):
+        super().__init__()
+        self.extractor = extractor
+        self.content_losses = torch.nn.ModuleDict(content_losses)
+        self.style_losses = torch.nn.ModuleDict(style_losses)
+        self.tv_weight = tv_weight
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        feats = self.extractor(pixels)
+        content = sum(loss(feats[name]) for name, loss in self.content_losses.items())
+        style = sum(loss(feats[name]) for name, loss in self.style_losses.items())
+        tv = tv_loss(pixels, self.tv_weight) if self.tv_weight else pixels.new_zeros(())
+        total = content + style + tv
+        return total, {"content": float(content), "style": float(style), "tv": float(tv),
+                       "total": float(total)}
+
+
+def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                    params: RenderParams) -> Objective:
+    """Content features and blended style Grams of the targets, wrapped as losses."""
+    blend = params.blend_weights(len(styles))
+    with torch.no_grad():
+        content_feats = extractor(content * PIXEL_SCALE)
+        style_grams: dict[str, torch.Tensor] = {}
+        for style, weight in zip(styles, blend):
+            feats = extractor(style * PIXEL_SCALE)
+            for name in params.style_layers:
+                g = gram(feats[name]) * weight
+                style_grams[name] = style_grams[name] + g if name in style_grams else g
+    norm = params.normalize_gradients
+    content_losses = {name: ContentLoss(content_feats[name], params.content_weight, norm)
+                      for name in params.content_layers}
+    style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm)
+                    for name, lw in zip(params.style_layers, params.layer_weights())}
+    return Objective(extractor, content_losses, style_losses, params.tv_weight)
+
+
+def initial_pixels(content: torch.Tensor, params: RenderParams, extractor: VGGFeatures,
+                   init_image: torch.Tensor | None = None) -> torch.Tensor:
+    """The starting image in 0..255 units: the photo, a given image, or seeded noise."""
+    if init_image is not None:
+        start = fit_size(init_image.to(content), max(content.shape[-2:]))
+        if start.shape != content.shape:
+            start = F.interpolate(start, size=content.shape[-2:], mode="bicubic", align_corners=False)
+        return (start * PIXEL_SCALE).clone()
+    if params.init == "image":
+        return (content * PIXEL_SCALE).clone()
+    # Seeded on the CPU so the same seed gives the same start on every device.
+    generator = torch.Generator().manual_seed(params.seed)
+    noise = torch.randn(content.shape, generator=generator).to(content) * RANDOM_INIT_STD
+    return _mean_pixels(extractor) + noise
+
+
+def _mean_pixels(extractor: VGGFeatures) -> torch.Tensor:
+    """The net's mean colour in 0..255 RGB: where its input is zero."""
+    mean = extractor.mean.flip(1) if extractor.bgr else extractor.mean
+    return mean.to(torch.float32)
+
+
+def _optimize(objective: Objective, pixels: torch.Tensor, params: RenderParams,
+              callback: Callback | None) -> torch.Tensor:
+    """Run ``params.num_iterations`` loss evaluations of L-BFGS or Adam on ``pixels``."""
+    pixels = pixels.detach().requires_grad_(True)
+    total = params.num_iterations
+    started = time.perf_counter()
+    count = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal count
+        if pixels.grad is not None:
+            pixels.grad = None
+        loss, parts = objective(pixels)
+        loss.backward()
+        count += 1
+        if callback is not None:
+            callback(Progress(count, total, parts, time.perf_counter() - started, pixels))
+        return loss
+
+    if params.optimizer == "lbfgs":
+        # No line search and no tolerance stops, as neural-style: exactly `total` evaluations.
+        optimizer = torch.optim.LBFGS([pixels], lr=1.0, max_iter=total, max_eval=total,
+                                      tolerance_grad=-1, tolerance_change=-1,
+                                      history_size=params.lbfgs_num_correction)
+        optimizer.step(closure)
+    else:
+        optimizer = torch.optim.Adam([pixels], lr=params.learning_rate)
+        for _ in range(total):
+            optimizer.step(closure)
+    return pixels.detach()
+
+
+def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
+           callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
+           extractor: VGGFeatures | None = None) -> torch.Tensor:
+    """Stylise ``content`` (1×3×H×W, 0..1 RGB) with ``styles``; returns 1×3×h×w on the CPU.
+
+    The output's longest side is ``params.image_size``; each style image is sized to
+    ``image_size × style_scale``. ``extractor`` may be passed to reuse loaded weights.
+    """
+    if not styles:
+        raise ParamError("at least one style image is needed")
+    params.blend_weights(len(styles))  # count check before any heavy work
+    device = resolve_device(params.device)
+    if extractor is None:
+        extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
+                                    pooling=params.pooling, weights=params.weights,
+                                    allow_download=params.download, device=device)
+    content_px = fit_size(content.to(device, torch.float32), params.image_size)
+    style_size = max(32, round(params.image_size * params.style_scale))
+    style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
+    objective = build_objective(extractor, content_px, style_px, params)
+    start = initial_pixels(content_px, params, extractor, init_image)
+    log.debug("render %s on %s", tuple(content_px.shape), device)
+    result = (_optimize(objective, start, params, callback) / PIXEL_SCALE).clamp(0, 1)
+    if params.original_colors:
+        result = original_colors(content_px, result)
+    return result.cpu()

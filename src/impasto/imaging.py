@@ -1,0 +1,129 @@
+"""Image files ↔ tensors: load with checks, save atomically with an sRGB profile.
+
+Tensors are float ``1×3×H×W`` in 0..1, RGB. Loading applies the EXIF orientation,
+converts embedded colour profiles to sRGB, flattens transparency onto white and refuses
+images that are truncated, tiny, or larger than a pixel cap (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from impasto.errors import ImageError, OutputError
+
+log = logging.getLogger(__name__)
+MIN_SIDE = 32
+MAX_PIXELS = 120_000_000   # ~ a 36×24 in print at 300 dpi, with margin
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
+                ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def open_image(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A fully decoded, upright RGB PIL image in sRGB, or an ImageError saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_size(img.size, path, max_pixels)
+                img.load()
+                return _to_srgb_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: image is larger than the {max_pixels:,} pixel cap") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (or a format impasto cannot read)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def _check_size(size: tuple[int, int], path: Path, max_pixels: int) -> None:
+    w, h = size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{path}: {w}×{h} px is too small (at least {MIN_SIDE} px a side)")
+    if w * h > max_pixels:
+        raise ImageError(f"{path}: {w}×{h} px is larger than the {max_pixels:,} pixel cap")
+
+
+def _to_srgb_rgb(img: Image.Image) -> Image.Image:
+    profile = img.info.get("icc_profile")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    img = img.convert("RGB")
+    if profile:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            img = ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError):
+            log.warning("ignoring an unreadable colour profile")
+    return img
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def load(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """``1×3×H×W`` float tensor in 0..1 RGB (sRGB) from an image file."""
+    return to_tensor(open_image(path, max_pixels=max_pixels))
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = image.detach().squeeze(0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def check_writable(path: Path | str) -> Path:
+    """Fail before a long render, not after it: known format, existing writable folder."""
+    path = Path(path)
+    if path.suffix.lower() not in SAVE_FORMATS:
+        raise OutputError(f"{path}: unknown output format; use one of {', '.join(SAVE_FORMATS)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    if path.is_dir() or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: not writable")
+    return path
+
+
+def save(image: torch.Tensor | Image.Image, path: Path | str) -> Path:
+    """Write atomically (temp file + rename: never a partial file) with an sRGB profile."""
+    path = check_writable(path)
+    img = image if isinstance(image, Image.Image) else to_pil(image)
+    fmt = SAVE_FORMATS[path.suffix.lower()]
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    options = {"icc_profile": srgb}
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = 95
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        img.save(tmp, format=fmt, **options)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
