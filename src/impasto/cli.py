@@ -1,0 +1,283 @@
+"""The ``impasto`` command: the only module that prints or exits.
+
+Render options are derived from ``RenderParams`` (``add_model_options``): every field
+becomes a ``--flag`` with its type, choices, description and default, so a new option in
+the engine appears here without being re-typed. Every ``ImpastoError`` and every usage
+error becomes one line ``impasto: error: …`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from impasto import __version__
+from impasto.errors import ImpastoError
+
+log = logging.getLogger(__name__)
+PROG = "impasto"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+_METAVARS = {int: "N", float: "X", str: "NAME", Path: "PATH"}
+
+RENDER_EXAMPLE = """\
+example:
+  impasto render portrait.jpg --style starry_night.jpg -o portrait-starry.png \\
+      --image-size 384 --num-iterations 300 --style-weight 200
+
+Options follow neural-style's flags (-content_weight → --content-weight); lists are
+comma-separated (--style-layers relu1_1,relu2_1). Bad input exits with code 2."""
+
+
+class UsageError(Exception):
+    """A command line argparse rejected; main() reports it like an ImpastoError."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised, so main() prints exactly one line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
+
+
+# --- options derived from a pydantic model -------------------------------------------
+
+def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                      model: type[BaseModel], *, skip: Sequence[str] = ()) -> list[str]:
+    """Add one ``--flag`` per field of ``model`` and return the field names added.
+
+    Flags default to SUPPRESS, so the namespace holds only what the user typed and the
+    model's own defaults (and validation) apply to the rest; see ``given_options``.
+    """
+    names = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        kind = _unwrap_optional(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        text = field.description or name
+        if default is not None:
+            text += f" (default: {','.join(map(str, default)) if isinstance(default, list) else default})"
+        options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
+                                   "help": text.replace("%", "%%")}
+        options.update(_argparse_kind(kind))
+        parser.add_argument("--" + name.replace("_", "-"), **options)
+        names.append(name)
+    return names
+
+
+def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The fields the user actually gave on the command line."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return annotation
+
+
+def _argparse_kind(kind: Any) -> dict[str, Any]:
+    """argparse's ``type``/``action``/``choices``/``metavar`` for one annotation."""
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        choices = list(typing.get_args(kind))
+        return {"type": type(choices[0]), "choices": choices}
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return {"type": _comma_list(item), "metavar": f"{_METAVARS[item]}[,{_METAVARS[item]}...]"}
+    if kind in _METAVARS:
+        return {"type": kind, "metavar": _METAVARS[kind]}
+    raise TypeError(f"no command-line form for {kind!r}")  # a new field type: extend here
+
+
+def _comma_list(item: type) -> Callable[[str], list]:
+    def convert(text: str) -> list:
+        return [item(part.strip()) for part in text.split(",")]
+
+    convert.__name__ = f"comma-separated {item.__name__}"  # argparse names it in errors
+    return convert
+
+
+# --- the parser ------------------------------------------------------------------------
+
+def build_parser() -> Parser:
+    from impasto.engine.params import RenderParams
+    from impasto.imaging import SAVE_FORMATS
+
+    parser = Parser(prog=PROG, description="Neural style transfer portraits, from preview to print.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    common = Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: info, -vv: debug)")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no loss lines (unless --print-iter is given)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                     parser_class=Parser)
+    render = commands.add_parser(
+        "render", parents=[common], help="stylise a photo with one or more style images",
+        description="Stylise CONTENT with the style images (Gatys optimisation).",
+        epilog=RENDER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    render.add_argument("content", type=Path, metavar="CONTENT", help="the photo to stylise")
+    render.add_argument("-s", "--style", type=Path, action="append", required=True, metavar="STYLE",
+                        help="a style image; repeat to blend several (see --style-blend-weights)")
+    render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                        help=f"output image ({', '.join(SAVE_FORMATS)})")
+    group = render.add_argument_group("render options")
+    render.set_defaults(handler=run_render, param_names=add_model_options(group, RenderParams))
+    return parser
+
+
+# --- impasto render ----------------------------------------------------------------------
+
+def run_render(args: argparse.Namespace) -> int:
+    from impasto import imaging
+    from impasto.engine import render
+    from impasto.engine.params import RenderParams
+
+    given = given_options(args, args.param_names)
+    params = RenderParams.build(**given)
+    params.blend_weights(len(args.style))  # a count mismatch fails before any loading
+    output = imaging.check_writable(args.output)
+    content = imaging.load(args.content)
+    styles = [imaging.load(path) for path in args.style]
+    init = imaging.load(params.init_image) if params.init_image else None
+    loud = not args.quiet
+    report = ProgressReport(output, bar=loud,
+                            print_every=params.print_iter if loud or "print_iter" in given else 0,
+                            save_every=params.save_iter)
+    try:
+        result = render(content, styles, params, report, init_image=init)
+    finally:
+        report.close()
+    imaging.save(result, output)
+    if loud:
+        print(f"wrote {output} ({result.shape[-1]}×{result.shape[-2]} px)")
+    return 0
+
+
+class ProgressReport:
+    """The render callback: progress bar, loss lines and intermediate images."""
+
+    def __init__(self, output: Path, *, bar: bool, print_every: int, save_every: int):
+        self.output, self.want_bar = output, bar
+        self.print_every, self.save_every = print_every, save_every
+        self.bar = None
+
+    def __call__(self, progress) -> None:
+        from impasto import imaging
+
+        i, losses = progress.iteration, format_losses(progress.losses)
+        if self.want_bar:
+            self._advance(progress, losses)
+        if self.print_every and i % self.print_every == 0:
+            self._write(f"iteration {i}/{progress.total}: {losses}")
+        # The last iteration is the output itself, written by the caller.
+        if self.save_every and i % self.save_every == 0 and i < progress.total:
+            path = imaging.save(progress.image(), intermediate_path(self.output, i))
+            log.info("saved %s", path)
+
+    def _advance(self, progress, losses: str) -> None:
+        # Made on the first iteration, so errors before it stay one line; restarted when
+        # the count starts again (a new scale of a coarse-to-fine render).
+        if self.bar is None or progress.iteration <= self.bar.n:
+            from tqdm import tqdm
+
+            self.close()
+            self.bar = tqdm(total=progress.total, desc="render", unit="it", file=sys.stderr,
+                            dynamic_ncols=True)
+        self.bar.set_postfix_str(losses, refresh=False)
+        self.bar.update(progress.iteration - self.bar.n)
+
+    def _write(self, line: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_losses(losses: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.3g}" for name, value in losses.items())
+
+
+def intermediate_path(output: Path, iteration: int) -> Path:
+    """``out.png`` → ``out_100.png`` beside it, as neural-style names its -save_iter files."""
+    return output.with_name(f"{output.stem}_{iteration}{output.suffix}")
+
+
+# --- entry point -----------------------------------------------------------------------
+
+class _TqdmHandler(logging.Handler):
+    """Log lines through tqdm.write, so they do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # never let logging kill a render
+            self.handleError(record)
+
+
+_handler = _TqdmHandler()
+_handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+
+
+def setup_logging(verbosity: int) -> None:
+    """impasto's own loggers to stderr: WARNING by default, -v INFO, -vv DEBUG."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("impasto")
+    if _handler not in logger.handlers:  # main() may run many times in one process (tests)
+        logger.addHandler(_handler)
+    logger.setLevel(level)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    first = str(message).strip().splitlines() or ["unknown error"]
+    print(f"{PROG}: error: {first[0]}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (the console script exits with it)."""
+    try:
+        args = build_parser().parse_args(argv)
+        setup_logging(args.verbose)
+        return args.handler(args)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except (UsageError, ImpastoError) as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the output was not written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if _out_of_memory(exc):
+            return fail(f"out of memory ({exc}); try a smaller --image-size", 1)
+        raise  # anything else is a bug: keep its traceback
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    torch = sys.modules.get("torch")
+    cuda_oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
+    return isinstance(exc, MemoryError) or cuda_oom
+
+
+if __name__ == "__main__":
+    sys.exit(main())
