@@ -56,7 +56,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_render_writes_an_image_of_the_asked_size(images, tmp_path, capsys):
     content, style = images
     out = tmp_path / "out.png"
-    code, stdout, stderr = run(capsys, "render", content, "--style", style, "-o", out, *FAST)
+    code, _, stderr = run(capsys, "render", content, "--style", style, "-o", out, *FAST)
     assert (code, stderr) == (0, "")
     with Image.open(out) as img:
         img.load()
@@ -213,7 +213,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(case, images, tmp_path, caps
 
 def test_every_render_param_is_a_flag():
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["render"].format_help()
-    for name, field in RenderParams.model_fields.items():
+    for name in RenderParams.model_fields:
         assert "--" + name.replace("_", "-") in help_text, name
 
 
@@ -244,10 +244,10 @@ def test_console_script_reports_one_line(tmp_path):
     env = {**os.environ, "IMPASTO_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "impasto.cli", "render", str(bad), "-s", str(bad),
                            "-o", str(tmp_path / "out.png")], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"impasto: error: {bad}: not an image (or a format impasto "
-                                        "cannot read)"]
+    message = f"impasto: error: {bad}: not an image (or a format impasto cannot read)"
+    assert proc.stderr.splitlines() == [message]
     assert not (tmp_path / "out.png").exists()
 
 

@@ -231,7 +231,7 @@ class _TqdmHandler(logging.Handler):
 
         try:
             tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # never let logging kill a render
+        except Exception:  # noqa: BLE001 - as logging.StreamHandler: never let logging kill a render
             self.handleError(record)
 
 
