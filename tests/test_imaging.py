@@ -119,10 +119,6 @@ def test_pixel_cap(tmp_path):
     assert imaging.load(tmp_path / "big.png", max_pixels=100 * 100).shape == (1, 3, 100, 100)
 
 
-@pytest.mark.xfail(strict=True, raises=ImageError,
-                   reason="imaging bug: PIL's own DecompressionBombWarning (Image.MAX_IMAGE_PIXELS, "
-                          "~89.5 Mpx) is turned into 'larger than the cap' although the image is "
-                          "under impasto's cap (MAX_PIXELS = 120 Mpx)")
 def test_images_under_our_cap_but_over_pils_default_load(tmp_path, monkeypatch):
     # Scaled down so the test stays cheap: PIL's limit 1,000 px, ours 10,000, image 1,600.
     # Real life: a 10000×10000 photo (100 Mpx) is refused with the default cap.

@@ -4,7 +4,7 @@ Nothing heavy happens at import: no model, network or device is touched until a
 function that needs it is called.
 """
 
-from impasto.errors import ImpastoError, ImageError, OutputError, ParamError, RenderCancelled, WeightsError
+from impasto.errors import ImageError, ImpastoError, OutputError, ParamError, RenderCancelled, WeightsError
 
 __all__ = [
     "ImageError",

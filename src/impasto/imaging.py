@@ -27,21 +27,27 @@ SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
                 ".tiff": "TIFF", ".webp": "WEBP"}
 
 
-def open_image(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """A fully decoded, upright RGB PIL image in sRGB, or an ImageError saying why not."""
+def open_image(path: Path | str, *, max_pixels: int | None = None) -> Image.Image:
+    """A fully decoded, upright RGB PIL image in sRGB, or an ImageError saying why not.
+
+    ``max_pixels`` defaults to ``MAX_PIXELS`` (read at call time, so it can be configured).
+    """
     path = Path(path)
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own cap (checked from the header, before decoding) replaces PIL's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 _check_size(img.size, path, max_pixels)
                 img.load()
                 return _to_srgb_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
+        # PIL's own hard limit (2 × Image.MAX_IMAGE_PIXELS) lies above our default cap.
         raise ImageError(f"{path}: image is larger than the {max_pixels:,} pixel cap") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image (or a format impasto cannot read)") from None
@@ -77,7 +83,7 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def load(path: Path | str, *, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def load(path: Path | str, *, max_pixels: int | None = None) -> torch.Tensor:
     """``1×3×H×W`` float tensor in 0..1 RGB (sRGB) from an image file."""
     return to_tensor(open_image(path, max_pixels=max_pixels))
 

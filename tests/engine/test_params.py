@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from impasto.engine import render
 from impasto.engine.features import check_layers
 from impasto.engine.params import RenderParams
-from impasto.engine.render import render
 from impasto.errors import ParamError
 
 # `impasto.engine.render` the attribute is the function (re-exported by the package), so

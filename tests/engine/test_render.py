@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from impasto import imaging
+from impasto.engine import render
 from impasto.engine.features import VGGFeatures
 from impasto.engine.params import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, RenderParams
-from impasto.engine.render import Progress, fit_size, render
+from impasto.engine.render import Progress, fit_size
 from impasto.engine.weights import model_spec
 from impasto.errors import RenderCancelled
 

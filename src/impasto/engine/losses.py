@@ -15,7 +15,8 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix of ``N×C×H×W`` features (summed over the batch), divided by C·H·W."""
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
-    return torch.einsum("ncp,ndp->cd", flat, flat) / (c * h * w)
+    # bmm on views: einsum would copy the features (slower, and more memory at print size)
+    return torch.bmm(flat, flat.transpose(1, 2)).sum(0) / (c * h * w)
 
 
 class _NormalizeGradient(torch.autograd.Function):

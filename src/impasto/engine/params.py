@@ -35,7 +35,8 @@ class RenderParams(BaseModel):
                                 description="how much the output takes on the style's textures")
     tv_weight: float = Field(1e-3, ge=0, allow_inf_nan=False,
                              description="total-variation smoothing (0 turns it off)")
-    num_iterations: int = Field(500, ge=1, le=100_000, description="optimiser iterations")
+    num_iterations: int = Field(400, ge=1, le=100_000,
+                                description="optimiser iterations, in total over all scales")
     init: Literal["random", "image"] = Field(
         "image", description="start from noise or from the photo (--init-image overrides)")
     init_image: Path | None = Field(None, description="start from this image instead")
@@ -55,6 +56,12 @@ class RenderParams(BaseModel):
         None, description="one weight per style layer (comma-separated); default: equal")
     style_scale: float = Field(1.0, gt=0, le=8, allow_inf_nan=False,
                                description="style image size relative to the output")
+    start_size: int = Field(256, ge=0, le=MAX_IMAGE_SIZE,
+                            description="coarse-to-fine: first scale's size (0: one scale only)")
+    scale_step: float = Field(2 ** 0.5, gt=1, le=4, allow_inf_nan=False,
+                              description="coarse-to-fine: size ratio between scales")
+    scales: list[int] | None = Field(None, description="explicit scale sizes, ending at --image-size")
+    scale_iterations: list[int] | None = Field(None, description="iterations per scale (with --scales)")
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
     pooling: Literal["max", "avg"] = Field("max", description="VGG pooling")
     model: Literal["vgg16", "vgg19"] = Field("vgg16", description="perceptual network")
@@ -74,6 +81,16 @@ class RenderParams(BaseModel):
                 raise ValueError("weights must be finite and non-negative")
             if sum(value) <= 0:
                 raise ValueError("weights must not all be zero")
+        return value
+
+    @field_validator("scales", "scale_iterations")
+    @classmethod
+    def _positive_increasing(cls, value, info):
+        if value is not None:
+            if not value or any(v < 1 for v in value):
+                raise ValueError("needs positive values")
+            if info.field_name == "scales" and (value != sorted(set(value)) or value[0] < 32):
+                raise ValueError("scales must increase, each at least 32 px")
         return value
 
     @field_validator("content_layers", "style_layers")

