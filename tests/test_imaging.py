@@ -183,3 +183,14 @@ def test_save_refuses_unknown_format_and_missing_folder(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         imaging.save(torch.rand(1, 3, 40, 40), tmp_path / "nowhere" / "out.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_images_load_offline_from_scikit_image():
+    image = imaging.load("sample:astronaut")
+    assert image.shape == (1, 3, 512, 512)
+    assert 0.2 < float(image.mean()) < 0.8
+
+
+def test_unknown_sample_is_an_image_error_naming_the_samples():
+    with pytest.raises(ImageError, match="astronaut"):
+        imaging.load("sample:mona_lisa")

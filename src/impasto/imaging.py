@@ -1,6 +1,7 @@
 """Image files ↔ tensors: load with checks, save atomically with an sRGB profile.
 
-Tensors are float ``1×3×H×W`` in 0..1, RGB. Loading applies the EXIF orientation,
+Tensors are float ``1×3×H×W`` in 0..1, RGB. A path ``sample:NAME`` names one of the
+photos scikit-image ships (see ``SAMPLES``), so a first render needs no files at all. Loading applies the EXIF orientation,
 converts embedded colour profiles to sRGB, flattens transparency onto white and refuses
 images that are truncated, tiny, or larger than a pixel cap (decompression bombs).
 """
@@ -23,6 +24,10 @@ from impasto.errors import ImageError, OutputError
 log = logging.getLogger(__name__)
 MIN_SIDE = 32
 MAX_PIXELS = 120_000_000   # ~ a 36×24 in print at 300 dpi, with margin
+SAMPLE_PREFIX = "sample:"
+# Photos scikit-image ships in its wheel (no download): NASA's portrait of Eileen Collins,
+# a cat, a cup of coffee, a stained tissue micrograph, a rocket.
+SAMPLES = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "rocket")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
                 ".tiff": "TIFF", ".webp": "WEBP"}
 
@@ -32,6 +37,8 @@ def open_image(path: Path | str, *, max_pixels: int | None = None) -> Image.Imag
 
     ``max_pixels`` defaults to ``MAX_PIXELS`` (read at call time, so it can be configured).
     """
+    if str(path).startswith(SAMPLE_PREFIX):
+        return sample_image(str(path).removeprefix(SAMPLE_PREFIX))
     path = Path(path)
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if not path.is_file():
@@ -53,6 +60,17 @@ def open_image(path: Path | str, *, max_pixels: int | None = None) -> Image.Imag
         raise ImageError(f"{path}: not an image (or a format impasto cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def sample_image(name: str) -> Image.Image:
+    """A sample photo shipped inside scikit-image (offline), for demos: ``sample:astronaut``."""
+    if name not in SAMPLES:
+        raise ImageError(f"unknown sample image {name!r}; samples are {', '.join(SAMPLES)}")
+    try:
+        import skimage.data
+    except ImportError:
+        raise ImageError("sample images need scikit-image: pip install scikit-image") from None
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
 
 
 def _check_size(size: tuple[int, int], path: Path, max_pixels: int) -> None:

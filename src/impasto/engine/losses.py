@@ -14,9 +14,15 @@ from torch import nn
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix of ``N×C×H×W`` features (summed over the batch), divided by C·H·W."""
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    # bmm on views: einsum would copy the features (slower, and more memory at print size)
-    return torch.bmm(flat, flat.transpose(1, 2)).sum(0) / (c * h * w)
+    # bmm on views of whichever layout the features have: a reshape across the layout
+    # (or einsum) would copy them — slower, and more memory at print size.
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        rows = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        product = torch.bmm(rows.transpose(1, 2), rows)
+    else:
+        flat = features.reshape(n, c, h * w)
+        product = torch.bmm(flat, flat.transpose(1, 2))
+    return product.sum(0) / (c * h * w)
 
 
 class _NormalizeGradient(torch.autograd.Function):
