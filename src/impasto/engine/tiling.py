@@ -1,0 +1,447 @@
+"""Tiled evaluation of the Gatys objective, with the exact gradient of the whole image.
+
+A print too large to run through VGG at once is cut into tiles whose *inner* regions
+partition the image. Each tile runs through the extractor with a halo of real neighbouring
+pixels around its inner region; features at inner positions then equal the whole image's
+features there, and halo positions are discarded. The loss is not a sum of per-tile losses
+(a Gram is global), so one evaluation makes two passes:
+
+1. no grad: accumulate Σ FᵀF of every style layer over the tiles' inner regions → the global
+   Gram, the style loss and its derivative dL/dG (a C×C matrix per layer);
+2. one tile at a time, with grad: a surrogate scalar whose gradient w.r.t. the tile's inner
+   features equals the global loss's gradient there — ⟨dL/dG, FᵀF⟩/(C·H·W) for style,
+   w·Σ(F − P)²/N for content — is backpropagated to the tile's pixels, halo included:
+   inner regions partition the features, so the tiles' pixel gradients sum to the total.
+
+Memory is bounded by one tile's activations, and there are no seams by construction: the
+gradient is the untiled one up to rounding. Compute is about 1.5× an untiled evaluation
+(an extra forward) plus the halo's share; with ``normalize_gradients`` one more forward
+gives each loss's global gradient L1 norm, as ``losses._NormalizeGradient`` needs.
+
+Halo and alignment. With 3×3 convs (padding 1) and 2×2/2 pools, a feature at layer L sees
+input pixels [q·s − r, q·s + s − 1 + r], where s = 2^(pools up to and including L) and
+r = Σ over the convs up to L of 2^(pools before that conv): a conv widens the window by one
+position of its own resolution on each side, a pool doubles s and leaves r. Tile corners
+are aligned to ``align`` = s of the deepest layer, so pooling windows coincide with the
+whole image's, and the halo is r rounded up to that alignment:
+``halo = ceil(r / align) · align`` (VGG-16: relu3_1 → r 10, halo 12; relu4_2 → r 34,
+halo 40; relu5_1 → r 58, halo 64). At the image border there is no halo: the convs' own
+zero padding is the whole image's padding there, and a tile ending at the border also
+floors its pools as the whole image does, since its start is aligned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from impasto.engine.features import VGGFeatures, check_layers, layer_names
+from impasto.engine.losses import tv_loss
+from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
+from impasto.engine.weights import conv_shapes, model_spec
+from impasto.errors import ParamError
+
+PIXEL_SCALE = 255.0  # as render.PIXEL_SCALE; not imported, so render may import this module
+# Peak bytes of one tile's forward + backward per activation byte: conv backward keeps each
+# conv's input, max pooling its int64 indices, and backward allocates gradients as large as
+# the activations while the saved ones are alive. Measured on CPU (VmHWM, float32, VGG-16,
+# 88–320 px windows): 2.2–2.5×; small windows run higher, as fixed workspaces dominate.
+ACTIVATION_FACTOR = 2.5
+NORMALIZE_EPS = 1e-8  # as losses._NormalizeGradient
+
+
+class LayerInfo(NamedTuple):
+    name: str
+    channels: int
+    stride: int   # input pixels per position: 2^(pools up to and including this layer)
+    radius: int   # receptive-field reach beyond the position's own stride×stride block, px
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What tiling needs to know about the layers used."""
+
+    layers: tuple[LayerInfo, ...]   # every layer the extractor runs, up to the deepest used
+    strides: dict[str, int]         # of the used layers
+    radius: int                     # of the deepest used layer
+    align: int                      # tile corners are multiples of this
+    halo: int                       # radius rounded up to ``align``
+
+
+def _walk(names: Sequence[str], conv_channels: dict[str, int], used: Iterable[str]) -> Geometry:
+    used = list(dict.fromkeys(used))
+    if not used:
+        raise ParamError("tiling needs at least one layer")
+    last = max(names.index(name) for name in used)
+    layers, stride, radius, channels = [], 1, 0, 3
+    for name in names[: last + 1]:
+        if name.startswith("conv"):
+            radius += stride
+            channels = conv_channels[name]
+        elif name.startswith("pool"):
+            stride *= 2
+        layers.append(LayerInfo(name, channels, stride, radius))
+    deepest = layers[-1]
+    halo = math.ceil(deepest.radius / deepest.stride) * deepest.stride
+    return Geometry(tuple(layers), {info.name: info.stride for info in layers if info.name in used},
+                    deepest.radius, deepest.stride, halo)
+
+
+def model_geometry(model: str, layers: Iterable[str]) -> Geometry:
+    """Halo, alignment and per-layer strides for ``layers`` of ``model`` (no weights loaded)."""
+    layers = list(layers)
+    check_layers(model, layers)
+    channels = {name: shape[0] for name, shape in conv_shapes(model_spec(model)).items()}
+    return _walk(layer_names(model), channels, layers)
+
+
+def extractor_geometry(extractor: VGGFeatures, layers: Iterable[str]) -> Geometry:
+    """As ``model_geometry``, read from a built extractor (any VGG it was built from)."""
+    layers = list(layers)
+    missing = [name for name in layers if name not in extractor.wanted]
+    if missing:
+        raise ParamError(f"the extractor does not return layer(s) {', '.join(missing)}")
+    channels = {name: op.out_channels for name, op in zip(extractor.names, extractor.ops)
+                if isinstance(op, nn.Conv2d)}
+    return _walk(extractor.names, channels, layers)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One axis of a tile: the inner region [start, stop) within the window [lo, hi), px."""
+
+    start: int
+    stop: int
+    lo: int
+    hi: int
+
+    def local(self, stride: int) -> slice:
+        """The inner region at a layer of ``stride``, in the tile's own feature map."""
+        return slice((self.start - self.lo) // stride, (self.stop - self.lo) // stride)
+
+    def at(self, stride: int) -> slice:
+        """The inner region at a layer of ``stride``, in the whole image's feature map."""
+        return slice(self.start // stride, self.stop // stride)
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: Span
+    cols: Span
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The pixels this tile runs through the extractor (inner region and halo)."""
+        return slice(self.rows.lo, self.rows.hi), slice(self.cols.lo, self.cols.hi)
+
+    def local(self, stride: int) -> tuple[slice, slice]:
+        return self.rows.local(stride), self.cols.local(stride)
+
+    def at(self, stride: int) -> tuple[slice, slice]:
+        return self.rows.at(stride), self.cols.at(stride)
+
+
+def _split_axis(length: int, tile_size: int, align: int, halo: int) -> list[Span]:
+    """Aligned inner spans of at most ``tile_size`` covering [0, length), balanced in size.
+
+    The axis is cut into ``align``-px units (the last one may be partial) shared as evenly as
+    possible, so no tile is a sliver; only the last span ends off the alignment, at the border.
+    """
+    units, per_tile = math.ceil(length / align), tile_size // align
+    count = math.ceil(units / per_tile)
+    spans, start = [], 0
+    for index in range(count):
+        stop = min(length, start + align * (units // count + (index < units % count)))
+        spans.append(Span(start, stop, max(0, start - halo), min(length, stop + halo)))
+        start = stop
+    return spans
+
+
+def plan_tiles(height: int, width: int, tile_size: int, geometry: Geometry) -> list[Tile]:
+    """Tiles whose inner regions partition a ``height×width`` image, row by row.
+
+    ``tile_size`` (the inner side, px) is rounded down to a multiple of ``geometry.align``.
+    """
+    if height < 1 or width < 1:
+        raise ParamError(f"cannot tile an image of {height}×{width} px")
+    if tile_size < geometry.align:
+        raise ParamError(f"tile size {tile_size} px is below the {geometry.align} px alignment "
+                         f"of layer {geometry.layers[-1].name}")
+    rows = _split_axis(height, tile_size, geometry.align, geometry.halo)
+    cols = _split_axis(width, tile_size, geometry.align, geometry.halo)
+    return [Tile(r, c) for r in rows for c in cols]
+
+
+def _check_size(height: int, width: int, geometry: Geometry) -> None:
+    if height < geometry.align or width < geometry.align:
+        raise ParamError(f"an image of {height}×{width} px has no positions at layer "
+                         f"{geometry.layers[-1].name} (stride {geometry.align} px)")
+
+
+def _gram_sum(features: torch.Tensor) -> torch.Tensor:
+    """Unnormalised Σ FᵀF over positions (C×C), for a crop of any memory layout."""
+    rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    return rows.T @ rows
+
+
+@torch.no_grad()
+def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
+                   tile_size: int) -> dict[str, torch.Tensor]:
+    """``extractor(pixels)`` at ``layers``, assembled tile by tile from inner regions."""
+    geometry = extractor_geometry(extractor, layers)
+    height, width = pixels.shape[-2:]
+    _check_size(height, width, geometry)
+    out: dict[str, torch.Tensor] = {}
+    for tile in plan_tiles(height, width, tile_size, geometry):
+        feats = extractor(pixels[(..., *tile.window)])
+        for name in layers:
+            stride = geometry.strides[name]
+            crop = feats[name][(..., *tile.local(stride))]
+            if name not in out:
+                out[name] = crop.new_zeros((*crop.shape[:2], height // stride, width // stride))
+            out[name][(..., *tile.at(stride))] = crop
+    return out
+
+
+def _gram_sums(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str],
+               tiles: Sequence[Tile], geometry: Geometry) -> dict[str, tuple[torch.Tensor, int]]:
+    """Per layer: Σ FᵀF over every tile's inner region, and the element count C·H·W."""
+    sums: dict[str, tuple[torch.Tensor, int]] = {}
+    with torch.no_grad():
+        for tile in tiles:
+            feats = extractor(pixels[(..., *tile.window)])
+            for name in layers:
+                crop = feats[name][(..., *tile.local(geometry.strides[name]))]
+                total, count = sums.get(name, (0, 0))
+                sums[name] = (total + _gram_sum(crop), count + crop.numel())
+    return sums
+
+
+def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
+                tile_size: int) -> dict[str, torch.Tensor]:
+    """``losses.gram`` of ``extractor(pixels)`` at ``layers``, accumulated over tiles."""
+    geometry = extractor_geometry(extractor, layers)
+    _check_size(*pixels.shape[-2:], geometry)
+    tiles = plan_tiles(*pixels.shape[-2:], tile_size, geometry)
+    return {name: total / count
+            for name, (total, count) in _gram_sums(extractor, pixels, layers, tiles, geometry).items()}
+
+
+def estimate_tile_bytes(tile_size: int, layers: Iterable[str], *, model: str = "vgg16",
+                        bytes_per_value: int = 4) -> int:
+    """Memory one interior tile of side ``tile_size`` needs for a forward and backward.
+
+    Σ over every layer run (convs, ReLUs kept apart from their conv, pools) of
+    C·h·w·bytes at the tile's side with a halo on both sides, times ``ACTIVATION_FACTOR``.
+    An estimate: weights, the full-image buffers and allocator slack come on top.
+    """
+    geometry = model_geometry(model, layers)
+    side = tile_size + 2 * geometry.halo
+    values = 3 * side * side
+    for info in geometry.layers:
+        if info.name.startswith("relu") and info.name.replace("relu", "conv") not in geometry.strides:
+            continue  # in place on its conv's output (features.VGGFeatures)
+        values += info.channels * (side // info.stride) ** 2
+    return int(values * bytes_per_value * ACTIVATION_FACTOR)
+
+
+def tile_size_for_budget(budget_bytes: int, layers: Iterable[str], *, model: str = "vgg16",
+                         bytes_per_value: int = 4) -> int:
+    """The largest aligned tile side whose ``estimate_tile_bytes`` fits ``budget_bytes``."""
+    layers = list(layers)
+    if not budget_bytes > 0:
+        raise ParamError(f"memory budget must be positive, got {budget_bytes}")
+    align = model_geometry(model, layers).align
+
+    def fits(units: int) -> bool:
+        return estimate_tile_bytes(units * align, layers, model=model,
+                                   bytes_per_value=bytes_per_value) <= budget_bytes
+
+    if not fits(1):
+        need = estimate_tile_bytes(align, layers, model=model, bytes_per_value=bytes_per_value)
+        raise ParamError(f"memory budget of {budget_bytes / 2**20:.1f} MiB is below the "
+                         f"{need / 2**20:.1f} MiB one {align} px tile needs")
+    low, high = 1, math.ceil(MAX_IMAGE_SIZE / align)  # fits(low); the estimate grows with the side
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low * align
+
+
+class _InjectGradient(torch.autograd.Function):
+    """A precomputed loss whose backward hands ``pixels`` the precomputed gradient."""
+
+    @staticmethod
+    def forward(ctx, pixels, total, grad):
+        ctx.grad = grad
+        return total.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * ctx.grad, None, None
+
+
+class TiledObjective(nn.Module):
+    """``render.Objective`` evaluated tile by tile, with the same loss and gradient.
+
+    ``content_targets`` are whole-image features per content layer (``tiled_features``);
+    ``style_grams`` the blended target Grams per style layer; ``style_weights`` the weight
+    of each style layer (``style_weight × layer weight``). Calling it as ``Objective`` is
+    called — ``total, parts = objective(pixels); total.backward()`` — runs both passes in
+    the call; ``loss_and_grad`` returns the gradient directly. Targets are kept as given
+    (not buffers): build it on the device it will run on, as ``build_tiled_objective`` does.
+    """
+
+    def __init__(self, extractor: VGGFeatures, content_targets: dict[str, torch.Tensor],
+                 style_grams: dict[str, torch.Tensor], *, content_weight: float,
+                 style_weights: dict[str, float], tv_weight: float, tile_size: int,
+                 normalize: bool = False):
+        super().__init__()
+        if set(style_weights) != set(style_grams):
+            raise ParamError("style weights and style Grams must name the same layers")
+        self.extractor = extractor
+        self.content_targets = {name: t.detach() for name, t in content_targets.items()}
+        self.style_grams = {name: g.detach() for name, g in style_grams.items()}
+        self.content_weight, self.style_weights = content_weight, dict(style_weights)
+        self.tv_weight, self.normalize = tv_weight, normalize
+        self.geometry = extractor_geometry(extractor, [*self.content_targets, *self.style_grams])
+        self.tile_size = tile_size
+        self._tiles: dict[tuple[int, int], list[Tile]] = {}
+
+    def tiles(self, height: int, width: int) -> list[Tile]:
+        key = (height, width)
+        if key not in self._tiles:
+            self._check_shape(height, width)
+            self._tiles[key] = plan_tiles(height, width, self.tile_size, self.geometry)
+        return self._tiles[key]
+
+    def _check_shape(self, height: int, width: int) -> None:
+        _check_size(height, width, self.geometry)
+        for name, target in self.content_targets.items():
+            stride = self.geometry.strides[name]
+            if tuple(target.shape[-2:]) != (height // stride, width // stride):
+                raise ParamError(f"image of {height}×{width} px does not match the content "
+                                 f"target of {name} ({tuple(target.shape[-2:])} at stride {stride})")
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts, grad = self.loss_and_grad(pixels)
+        return _InjectGradient.apply(pixels, pixels.new_tensor(total), grad), parts
+
+    def loss_and_grad(self, pixels: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor]:
+        """Total loss, its parts (content, style, tv, total) and d(total)/d(pixels)."""
+        pixels = pixels.detach()
+        tiles = self.tiles(*pixels.shape[-2:])
+        style, style_grads = self._style_pass(pixels, tiles)
+        scales = self._norm_pass(pixels, tiles, style_grads) if self.normalize else {}
+        content, grad = self._grad_pass(pixels, tiles, style_grads, scales)
+        tv = 0.0
+        if self.tv_weight:
+            leaf = pixels.clone().requires_grad_(True)
+            with torch.enable_grad():
+                tv_value = tv_loss(leaf, self.tv_weight)
+                tv_value.backward()
+            grad += leaf.grad
+            tv = float(tv_value.detach())
+        total = content + style + tv
+        return total, {"content": content, "style": style, "tv": tv, "total": total}, grad
+
+    def _style_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile]
+                    ) -> tuple[float, dict[str, tuple[torch.Tensor, int]]]:
+        """Pass 1: the global style loss, and per layer dL/dG with the layer's C·H·W."""
+        value, grads = 0.0, {}
+        if not self.style_grams:
+            return value, grads
+        sums = _gram_sums(self.extractor, pixels, list(self.style_grams), tiles, self.geometry)
+        for name, (total, count) in sums.items():
+            diff = total / count - self.style_grams[name]
+            weight, channels = self.style_weights[name], diff.shape[0]
+            # StyleLoss is weight·mean((G − A)²) over the C² entries of the Gram.
+            value += float(weight * diff.pow(2).mean())
+            grads[name] = (weight * 2 * diff / channels ** 2, count)
+        return value, grads
+
+    def _norm_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile],
+                   style_grads: dict[str, tuple[torch.Tensor, int]]) -> dict[tuple[str, str], float]:
+        """Per loss, the factor ``_NormalizeGradient`` applies: weight / (‖dL/dF‖₁ + ε)."""
+        norms: dict[tuple[str, str], float] = {}
+        with torch.no_grad():
+            for tile in tiles:
+                feats = self.extractor(pixels[(..., *tile.window)])
+                for name, target in self.content_targets.items():
+                    crop, goal = self._crops(feats, target, tile, name)
+                    grad = 2 * self.content_weight * (crop - goal) / target.numel()
+                    norms["content", name] = norms.get(("content", name), 0.0) + float(grad.abs().sum())
+                for name, (dgram, count) in style_grads.items():
+                    crop = feats[name][(..., *tile.local(self.geometry.strides[name]))]
+                    rows = crop.permute(0, 2, 3, 1).reshape(-1, crop.shape[1])
+                    grad = rows @ (dgram + dgram.T) / count
+                    norms["style", name] = norms.get(("style", name), 0.0) + float(grad.abs().sum())
+        weights = {("content", name): self.content_weight for name in self.content_targets}
+        weights |= {("style", name): self.style_weights[name] for name in style_grads}
+        return {key: weights[key] / (norms.get(key, 0.0) + NORMALIZE_EPS) for key in weights}
+
+    def _crops(self, feats: dict[str, torch.Tensor], target: torch.Tensor, tile: Tile,
+               name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        stride = self.geometry.strides[name]
+        return feats[name][(..., *tile.local(stride))], target[(..., *tile.at(stride))]
+
+    def _grad_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile],
+                   style_grads: dict[str, tuple[torch.Tensor, int]],
+                   scales: dict[tuple[str, str], float]) -> tuple[float, torch.Tensor]:
+        """Pass 2: the content loss, and the gradient of the whole loss but TV, tile by tile."""
+        grad, content = torch.zeros_like(pixels), 0.0
+        for tile in tiles:
+            leaf = pixels[(..., *tile.window)].clone().requires_grad_(True)
+            with torch.enable_grad():
+                surrogate, tile_content = self._surrogate(leaf, tile, style_grads, scales)
+            content += tile_content
+            if surrogate.requires_grad:
+                surrogate.backward()
+                grad[(..., *tile.window)] += leaf.grad
+        return content, grad
+
+    def _surrogate(self, leaf: torch.Tensor, tile: Tile, style_grads: dict[str, tuple[torch.Tensor, int]],
+                   scales: dict[tuple[str, str], float]) -> tuple[torch.Tensor, float]:
+        """A scalar whose gradient w.r.t. the tile's inner features is the global loss's."""
+        feats = self.extractor(leaf)
+        surrogate, content = leaf.new_zeros(()), 0.0
+        for name, target in self.content_targets.items():
+            crop, goal = self._crops(feats, target, tile, name)
+            # Σ over the tiles of this term is the content loss weight·mean((F − P)²).
+            term = self.content_weight * (crop - goal).pow(2).sum() / target.numel()
+            content += float(term.detach())
+            surrogate = surrogate + scales.get(("content", name), 1.0) * term
+        for name, (dgram, count) in style_grads.items():
+            crop = feats[name][(..., *tile.local(self.geometry.strides[name]))]
+            # d/dF of ⟨dL/dG, FᵀF⟩/(C·H·W) is the global dL/dF on this region; its value is not the loss.
+            term = (dgram * _gram_sum(crop)).sum() / count
+            surrogate = surrogate + scales.get(("style", name), 1.0) * term
+        return surrogate, content
+
+
+def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                          params: RenderParams, *, tile_size: int) -> TiledObjective:
+    """``render.build_objective``'s tiled twin: same inputs (0..1 RGB), no whole-image VGG pass.
+
+    Style images run tiled too (their Grams accumulate over tiles), so each may be as
+    large as the content; ``tile_size`` is the inner side of a tile, px.
+    """
+    if not styles:
+        raise ParamError("at least one style image is needed")
+    blend = params.blend_weights(len(styles))
+    content_targets = tiled_features(extractor, content * PIXEL_SCALE, params.content_layers,
+                                     tile_size=tile_size)
+    style_grams: dict[str, torch.Tensor] = {}
+    for style, weight in zip(styles, blend):
+        grams = tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
+        for name, g in grams.items():
+            style_grams[name] = style_grams[name] + g * weight if name in style_grams else g * weight
+    style_weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
+    return TiledObjective(extractor, content_targets, style_grams, content_weight=params.content_weight,
+                          style_weights=style_weights, tv_weight=params.tv_weight, tile_size=tile_size,
+                          normalize=params.normalize_gradients)
