@@ -1,7 +1,7 @@
 """Engine speed: seconds per L-BFGS iteration and peak memory, impasto vs a naive baseline.
 
     python bench/engine.py [--sizes 256,512] [--iters 10] [--warmup 2] [--threads N]
-                           [--configs baseline,impasto,channels_last,bf16,mm_gram]
+                           [--configs baseline,impasto,bf16]
                            [--memory-iters 2] [--no-memory]
 
 Configurations (all on the same converted VGG-16 weights, default RenderParams layers and
@@ -12,13 +12,11 @@ weights, init=image, the same square content/style pair, one scale):
   style and TV losses, written out again. Its weights are frozen like impasto's, so the
   two differ only in what the engine is built to save.
 - ``impasto``: the engine as ``render`` runs it: ``build_extractor`` (truncated at the
-  deepest layer used) and ``render.build_objective``.
-- ``channels_last`` / ``bf16``: impasto's objective with the extractor wrapped in this
-  file only: NHWC activations, or the VGG forward under ``torch.autocast("cpu",
-  torch.bfloat16)`` with features cast back to float32 before the (float32) losses.
-- ``mm_gram``: impasto's objective with its style losses computing the Gram as a matrix
-  product of a (C, H·W) view instead of ``losses.gram``'s ``torch.einsum``.
-  These three are candidate speed-ups, measured here, not part of the engine.
+  deepest layer used, channels_last, ReLUs in place) and ``render.build_objective``
+  (Gram as a bmm on a view).
+- ``bf16``: impasto's objective with the VGG forward under ``torch.autocast("cpu",
+  torch.bfloat16)``, features cast back to float32 before the losses: measured here for
+  information, not used — L-BFGS's curvature estimate breaks down on its rounding noise.
 
 Timing: all configurations run in this one process, interleaved iteration by iteration
 (one ``LBFGS.step`` with ``max_iter=1`` each, which continues the same L-BFGS history as
@@ -58,19 +56,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from impasto.engine.features import build_extractor
-from impasto.engine.losses import StyleLoss
 from impasto.engine.params import RenderParams
 from impasto.engine.render import PIXEL_SCALE, build_objective, initial_pixels
 from impasto.engine.weights import MODELS, POOL, load_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CONFIGS = ("baseline", "impasto", "channels_last", "bf16", "mm_gram")
+CONFIGS = ("baseline", "impasto", "bf16")
 LABELS = {
-    "baseline": "naive baseline (full VGG-16, fp32)",
-    "impasto": "impasto (truncated at relu5_1, fp32)",
-    "channels_last": "impasto + channels_last",
-    "bf16": "impasto + bf16 autocast (VGG only)",
-    "mm_gram": "impasto + Gram by matmul, not einsum",
+    "baseline": "naive baseline (full VGG-16, fp32, NCHW)",
+    "impasto": "impasto (truncated, channels_last, in-place ReLU, bmm Gram; fp32)",
+    "bf16": "impasto + bf16 autocast (VGG only; not used: unstable with L-BFGS)",
 }
 
 
@@ -138,15 +133,6 @@ class NaiveObjective(nn.Module):
 
 # --- candidate speed-ups, as wrappers around impasto's extractor ---------------------------
 
-class ChannelsLast(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner.to(memory_format=torch.channels_last)
-
-    def forward(self, pixels):
-        return self.inner.forward_raw(self.inner.to_model_input(pixels).contiguous(memory_format=torch.channels_last))
-
-
 class Bfloat16(nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -156,15 +142,6 @@ class Bfloat16(nn.Module):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             feats = self.inner(pixels)
         return {k: v.float() for k, v in feats.items()}
-
-
-class MatmulGramStyleLoss(StyleLoss):
-    """StyleLoss with the Gram as ``F·Fᵀ`` of a (C, H·W) view (batch of one, as render has):
-    ``torch.einsum("ncp,ndp->cd")`` in losses.gram copies the features and runs slower."""
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        assert features.shape[0] == 1 and not self.normalize
-        return self.weight * F.mse_loss(naive_gram(features), self.target)
 
 
 def conv_macs(size: int, deepest: str | None) -> int:
@@ -224,11 +201,8 @@ def make_objective(config: str, size: int):
         objective = NaiveObjective(NaiveVGG16(load_weights("vgg16"), layers), content, style, params)
     else:
         extractor = build_extractor("vgg16", layers)
-        wrap = {"channels_last": ChannelsLast, "bf16": Bfloat16}.get(config, lambda e: e)
+        wrap = Bfloat16 if config == "bf16" else (lambda e: e)
         objective = build_objective(wrap(extractor), content, [style], params)
-        if config == "mm_gram":
-            for name, loss in objective.style_losses.items():
-                objective.style_losses[name] = MatmulGramStyleLoss(loss.target, loss.weight, loss.normalize)
     start = initial_pixels(content, params, extractor=None)   # init=image: the photo, 0..255
     return objective, start, params
 

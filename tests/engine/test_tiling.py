@@ -248,3 +248,16 @@ def test_the_estimate_covers_the_activations_backward_keeps(random_state):
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
             built(pixels * 255)
         assert 0 < sum(saved.values()) <= estimate_tile_bytes(tile_size, LAYERS)
+
+
+def test_render_with_tile_size_matches_the_whole_image_render():
+    from impasto.engine import render
+
+    torch.manual_seed(0)
+    content, style = torch.rand(1, 3, 72, 96), torch.rand(1, 3, 64, 64)
+    options = {"image_size": 96, "num_iterations": 4, "content_layers": ["relu2_2"],
+                   "style_layers": ["relu1_1", "relu2_1", "relu3_1"]}
+    whole = render(content, [style], RenderParams(**options))
+    tiled = render(content, [style], RenderParams(**options, tile_size=32))
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().max() < 1e-4

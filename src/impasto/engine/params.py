@@ -62,6 +62,9 @@ class RenderParams(BaseModel):
                               description="coarse-to-fine: size ratio between scales")
     scales: list[int] | None = Field(None, description="explicit scale sizes, ending at --image-size")
     scale_iterations: list[int] | None = Field(None, description="iterations per scale (with --scales)")
+    tile_size: int = Field(0, ge=0, le=MAX_IMAGE_SIZE,
+                           description="process scales larger than this in tiles of this side, px, "
+                                       "with the exact whole-image loss (0: never tile)")
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
     pooling: Literal["max", "avg"] = Field("max", description="VGG pooling")
     model: Literal["vgg16", "vgg19"] = Field("vgg16", description="perceptual network")

@@ -130,7 +130,7 @@ def _mean_pixels(extractor: VGGFeatures) -> torch.Tensor:
     return mean.to(torch.float32)
 
 
-def _optimize(objective: Objective, pixels: torch.Tensor, params: RenderParams,
+def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderParams,
               callback: Callback | None) -> torch.Tensor:
     """Run ``params.num_iterations`` loss evaluations of L-BFGS or Adam on ``pixels``."""
     pixels = pixels.detach().requires_grad_(True)
@@ -162,6 +162,16 @@ def _optimize(objective: Objective, pixels: torch.Tensor, params: RenderParams,
     return pixels.detach()
 
 
+def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: list[torch.Tensor],
+                   params: RenderParams) -> torch.nn.Module:
+    """The whole-image objective, or its tiled twin (same gradient) above ``tile_size``."""
+    if params.tile_size and max(content_px.shape[-2:]) > params.tile_size:
+        from impasto.engine.tiling import build_tiled_objective  # tiling imports this module
+
+        return build_tiled_objective(extractor, content_px, style_px, params, tile_size=params.tile_size)
+    return build_objective(extractor, content_px, style_px, params)
+
+
 def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
     """Fail before any heavy work: no style, or a blend weight count that does not match."""
     if not styles:
@@ -186,7 +196,7 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
     content_px = fit_size(content.to(device, torch.float32), params.image_size)
     style_size = max(32, round(params.image_size * params.style_scale))
     style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
-    objective = build_objective(extractor, content_px, style_px, params)
+    objective = _objective_for(extractor, content_px, style_px, params)
     start = initial_pixels(content_px, params, extractor, init_image)
     log.debug("render %s on %s", tuple(content_px.shape), device)
     result = (_optimize(objective, start, params, callback) / PIXEL_SCALE).clamp(0, 1)
