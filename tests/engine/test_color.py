@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from impasto.engine.color import original_colors, rgb_to_ycbcr, ycbcr_to_rgb
+from impasto.engine.color import match_colors, original_colors, rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def _random_image(seed: int = 0, size=(1, 3, 24, 32)) -> torch.Tensor:
@@ -49,3 +49,36 @@ def test_original_colors_takes_luminance_from_one_and_chroma_from_the_other():
 def test_original_colors_stays_in_range():
     mixed = original_colors(_random_image(4), _random_image(5))
     assert mixed.min() >= 0 and mixed.max() <= 1
+
+
+def _stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = image[0].reshape(3, -1).double()
+    return flat.mean(1), torch.cov(flat, correction=0)
+
+
+def test_match_colors_moves_mean_and_covariance_to_the_target():
+    # A dull bluish image recoloured with a warm, contrasty target (both inside 0..1, so
+    # the final clamp does not bite).
+    image = 0.3 + 0.2 * _random_image(1, (1, 3, 40, 50)) * torch.tensor([0.5, 0.8, 1.0]).view(1, 3, 1, 1)
+    target = 0.25 + 0.5 * _random_image(2, (1, 3, 30, 30)) ** 1.5 * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)
+    mean, cov = _stats(match_colors(image, target))
+    want_mean, want_cov = _stats(target)
+    assert torch.allclose(mean, want_mean, rtol=0.01)
+    assert (cov - want_cov).abs().max() <= 0.01 * want_cov.abs().max()
+    before_mean, _ = _stats(image)
+    assert (before_mean - want_mean).abs().max() > 0.05  # the check above is not vacuous
+
+
+def test_color_match_render_keeps_the_photo_palette():
+    from impasto.engine import RenderParams, render
+
+    content = torch.zeros(1, 3, 64, 64)
+    content[:, 2] = 0.8                      # a blue photo
+    content += 0.1 * _random_image(3, (1, 3, 64, 64))
+    style = 0.1 * _random_image(4, (1, 3, 64, 64))
+    style[:, 0] += 0.85                      # a red painting
+    options = {"image_size": 64, "num_iterations": 20, "init": "image", "style_weight": 1000.0}
+    plain = render(content, [style], RenderParams(**options))
+    matched = render(content, [style], RenderParams(**options, color_match=True))
+    photo_mean = _stats(content)[0]
+    assert (_stats(matched)[0] - photo_mean).norm() < 0.5 * (_stats(plain)[0] - photo_mean).norm()

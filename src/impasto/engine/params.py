@@ -66,6 +66,8 @@ class RenderParams(BaseModel):
                            description="process scales larger than this in tiles of this side, px, "
                                        "with the exact whole-image loss (0: never tile)")
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
+    color_match: bool = Field(False, description="recolour the style images with the photo's colour "
+                                                 "mean and covariance before transfer")
     pooling: Literal["max", "avg"] = Field("max", description="VGG pooling")
     model: Literal["vgg16", "vgg19"] = Field("vgg16", description="perceptual network")
     weights: Path | None = Field(None, description="weights file (.safetensors, .onnx, .pth)")

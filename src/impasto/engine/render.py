@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from impasto.engine.color import original_colors
+from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
 from impasto.engine.params import RenderParams
@@ -196,6 +196,8 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
     content_px = fit_size(content.to(device, torch.float32), params.image_size)
     style_size = max(32, round(params.image_size * params.style_scale))
     style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
+    if params.color_match:  # Gatys et al. 2017: the style's textures in the photo's palette
+        style_px = [match_colors(s, content_px) for s in style_px]
     objective = _objective_for(extractor, content_px, style_px, params)
     start = initial_pixels(content_px, params, extractor, init_image)
     log.debug("render %s on %s", tuple(content_px.shape), device)
