@@ -194,3 +194,10 @@ def test_sample_images_load_offline_from_scikit_image():
 def test_unknown_sample_is_an_image_error_naming_the_samples():
     with pytest.raises(ImageError, match="astronaut"):
         imaging.load("sample:mona_lisa")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_save_records_the_print_resolution(tmp_path, suffix):
+    path = imaging.save(torch.rand(1, 3, 40, 50), tmp_path / f"print{suffix}", dpi=300)
+    with Image.open(path) as img:
+        assert [round(float(v)) for v in img.info["dpi"]] == [300, 300]

@@ -162,7 +162,7 @@ def run_render(args: argparse.Namespace) -> int:
         result = render(content, styles, params, report, init_image=init)
     finally:
         report.close()
-    imaging.save(result, output)
+    imaging.save(result, output, dpi=params.dpi if params.print_size else None)
     if loud:
         print(f"wrote {output} ({result.shape[-1]}×{result.shape[-2]} px)")
     return 0

@@ -124,13 +124,18 @@ def check_writable(path: Path | str) -> Path:
     return path
 
 
-def save(image: torch.Tensor | Image.Image, path: Path | str) -> Path:
-    """Write atomically (temp file + rename: never a partial file) with an sRGB profile."""
+def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None = None) -> Path:
+    """Write atomically (temp file + rename: never a partial file) with an sRGB profile.
+
+    ``dpi`` is recorded in the file (PNG pHYs, JPEG/TIFF resolution) for print shops.
+    """
     path = check_writable(path)
     img = image if isinstance(image, Image.Image) else to_pil(image)
     fmt = SAVE_FORMATS[path.suffix.lower()]
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     options = {"icc_profile": srgb}
+    if dpi:
+        options["dpi"] = (dpi, dpi)
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = 95
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from impasto.engine.features import VGGFeatures, build_extractor
-from impasto.engine.params import RenderParams
+from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
+from impasto.engine.prints import crop_to_aspect, print_pixels
 from impasto.engine.render import Callback, Progress, check_styles, render_scale, resolve_device
 from impasto.errors import ParamError
 
@@ -69,6 +71,8 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
     all scales. ``extractor`` may be passed to reuse loaded weights across renders.
     """
     check_styles(styles, params)
+    if params.print_size:
+        return _render_print(content, styles, params, callback, init_image=init_image, extractor=extractor)
     plan = schedule(params)
     if extractor is None:
         extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
@@ -83,6 +87,20 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
                        init_image=image, extractor=extractor)
         done += scale.iterations
+    return image
+
+
+def _render_print(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
+                  callback: Callback | None, **options) -> torch.Tensor:
+    """A render at ``print_size`` × ``dpi``: the photo cropped to the sheet, exact pixel size."""
+    height, width = print_pixels(params.print_size, params.dpi, *content.shape[-2:])
+    if max(height, width) > MAX_IMAGE_SIZE:
+        raise ParamError(f"{params.print_size} at {params.dpi} dpi is {width}×{height} px, "
+                         f"over the {MAX_IMAGE_SIZE} px limit")
+    sized = params.model_copy(update={"print_size": None, "image_size": max(height, width)})
+    image = render(crop_to_aspect(content, height, width), styles, sized, callback, **options)
+    if image.shape[-2:] != (height, width):  # rounding of the longest-side fit: a pixel at most
+        image = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
     return image
 
 

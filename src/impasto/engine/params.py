@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from impasto.engine.prints import parse_print_size
 from impasto.errors import ParamError
 
 DEFAULT_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -27,6 +28,10 @@ class RenderParams(BaseModel):
 
     image_size: int = Field(512, ge=32, le=MAX_IMAGE_SIZE,
                             description="longest side of the output, in pixels")
+    print_size: str | None = Field(None, description="print size, e.g. 8x10in or 20x25cm: sets the "
+                                                     "pixel size from --dpi and centre-crops the photo "
+                                                     "to the print's shape (overrides --image-size)")
+    dpi: int = Field(300, ge=50, le=2400, description="print resolution, dots per inch (with --print-size)")
     style_blend_weights: list[float] | None = Field(
         None, description="one weight per style image (comma-separated); default: equal")
     content_weight: float = Field(5.0, ge=0, allow_inf_nan=False,
@@ -86,6 +91,13 @@ class RenderParams(BaseModel):
                 raise ValueError("weights must be finite and non-negative")
             if sum(value) <= 0:
                 raise ValueError("weights must not all be zero")
+        return value
+
+    @field_validator("print_size")
+    @classmethod
+    def _print_size_parses(cls, value):
+        if value is not None:
+            parse_print_size(value)
         return value
 
     @field_validator("scales", "scale_iterations")
