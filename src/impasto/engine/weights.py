@@ -182,6 +182,7 @@ def _cached_vgg16() -> dict[str, torch.Tensor]:
     os.close(fd)
     try:
         save_file(state, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers running as other users read it too
         os.replace(tmp, cached)
     finally:
         if os.path.exists(tmp):
