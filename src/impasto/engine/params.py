@@ -70,6 +70,9 @@ class RenderParams(BaseModel):
     tile_size: int = Field(0, ge=0, le=MAX_IMAGE_SIZE,
                            description="process scales larger than this in tiles of this side, px, "
                                        "with the exact whole-image loss (0: never tile)")
+    memory_budget: str | None = Field(None, description="fit each scale in this much memory, e.g. 4GB: "
+                                                        "picks the tile size (and shortens the L-BFGS "
+                                                        "history if it must)")
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
     color_match: bool = Field(False, description="recolour the style images with the photo's colour "
                                                  "mean and covariance before transfer")
@@ -91,6 +94,15 @@ class RenderParams(BaseModel):
                 raise ValueError("weights must be finite and non-negative")
             if sum(value) <= 0:
                 raise ValueError("weights must not all be zero")
+        return value
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget_parses(cls, value):
+        if value is not None:
+            from impasto.engine.memory import parse_bytes  # memory.py imports this module
+
+            parse_bytes(value)
         return value
 
     @field_validator("print_size")

@@ -163,13 +163,19 @@ def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderPa
 
 
 def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: list[torch.Tensor],
-                   params: RenderParams) -> torch.nn.Module:
-    """The whole-image objective, or its tiled twin (same gradient) above ``tile_size``."""
-    if params.tile_size and max(content_px.shape[-2:]) > params.tile_size:
-        from impasto.engine.tiling import build_tiled_objective  # tiling imports this module
+                   params: RenderParams) -> tuple[torch.nn.Module, RenderParams]:
+    """The whole-image objective, or its tiled twin (same gradient) when the scale is
+    larger than the tile size — set, or chosen from ``memory_budget`` together with the
+    L-BFGS history (returned in the params the optimiser must use)."""
+    from impasto.engine.memory import plan_memory  # tiling imports this module
+    from impasto.engine.tiling import build_tiled_objective
 
-        return build_tiled_objective(extractor, content_px, style_px, params, tile_size=params.tile_size)
-    return build_objective(extractor, content_px, style_px, params)
+    plan = plan_memory(params, *content_px.shape[-2:])
+    params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
+    if plan.tile_size and max(content_px.shape[-2:]) > plan.tile_size:
+        log.info("tiles of %d px for a %s render", plan.tile_size, tuple(content_px.shape[-2:]))
+        return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size), params
+    return build_objective(extractor, content_px, style_px, params), params
 
 
 def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
@@ -198,7 +204,7 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
     style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
     if params.color_match:  # Gatys et al. 2017: the style's textures in the photo's palette
         style_px = [match_colors(s, content_px) for s in style_px]
-    objective = _objective_for(extractor, content_px, style_px, params)
+    objective, params = _objective_for(extractor, content_px, style_px, params)
     start = initial_pixels(content_px, params, extractor, init_image)
     log.debug("render %s on %s", tuple(content_px.shape), device)
     result = (_optimize(objective, start, params, callback) / PIXEL_SCALE).clamp(0, 1)

@@ -1,0 +1,79 @@
+"""--memory-budget: parsing, and the tile size / L-BFGS history it picks."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from impasto.engine import RenderParams, render
+from impasto.engine.memory import parse_bytes, plan_memory
+from impasto.errors import ParamError
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4GB", 4 * 2**30), ("512 MiB", 512 * 2**20), ("2g", 2 * 2**30), ("1.5G", int(1.5 * 2**30)), ("1000", 1000),
+])
+def test_parse_bytes(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GB", "4 parsecs", "-1GB", "0GB", "4GBs"])
+def test_bad_budgets_are_one_line_param_errors(text):
+    with pytest.raises(ParamError) as info:
+        RenderParams.build(memory_budget=text)
+    assert "\n" not in str(info.value)
+
+
+def test_no_budget_changes_nothing():
+    plan = plan_memory(RenderParams(tile_size=256), 4096, 4096)
+    assert (plan.tile_size, plan.lbfgs_history) == (256, 100)
+
+
+def test_a_roomy_budget_renders_whole_and_a_tight_one_tiles():
+    assert plan_memory(RenderParams(memory_budget="16GB"), 512, 512).tile_size == 0
+    tight = plan_memory(RenderParams(memory_budget="4GB"), 4096, 4096)
+    assert 0 < tight.tile_size < 4096
+
+
+def test_tile_size_grows_with_the_budget_and_history_shrinks_only_when_it_must():
+    plans = [plan_memory(RenderParams(memory_budget=b), 4096, 4096) for b in ("4GB", "6GB", "12GB")]
+    tiles = [p.tile_size or 4096 for p in plans]
+    assert tiles == sorted(tiles)
+    histories = [p.lbfgs_history for p in plans]
+    assert histories == sorted(histories) and histories[0] < 100
+    # L-BFGS history within its share: 2 image-sized float32 vectors a step
+    assert 2 * histories[0] * 3 * 4096 * 4096 * 4 <= 0.5 * 4 * 2**30
+
+
+def test_a_budget_too_small_for_the_render_is_a_clear_error():
+    with pytest.raises(ParamError, match="raise --memory-budget"):
+        plan_memory(RenderParams(memory_budget="200MB"), 4096, 4096)
+
+
+def test_a_budget_that_forces_tiles_keeps_the_whole_image_gradient(monkeypatch):
+    # Pretend the weights take almost all of 1 GB, so a small image must be tiled.
+    from impasto.engine import memory
+    from impasto.engine.features import build_extractor
+    from impasto.engine.tiling import TiledObjective
+
+    render_module = importlib.import_module("impasto.engine.render")
+    monkeypatch.setattr(memory, "WEIGHTS_BYTES", 2**30 - 28 * 2**20)  # leaves ~10 MiB for VGG
+    torch.manual_seed(0)
+    content, style = torch.rand(1, 3, 72, 96), torch.rand(1, 3, 64, 64)
+    params = RenderParams(image_size=96, content_layers=["relu2_2"], style_layers=["relu1_1", "relu2_1"],
+                          memory_budget="1GB")
+    extractor = build_extractor("vgg16", [*params.content_layers, *params.style_layers])
+    tiled, used = render_module._objective_for(extractor, content, [style], params)
+    assert isinstance(tiled, TiledObjective) and used.lbfgs_num_correction == 100
+    whole = render_module.build_objective(extractor, content, [style], params)
+    grads = []
+    for objective in (tiled, whole):
+        pixels = (content * 255).requires_grad_(True)
+        objective(pixels)[0].backward()
+        grads.append(pixels.grad)
+    assert (grads[0] - grads[1]).abs().max() < 1e-4 * grads[1].abs().max()
+
+    out = render(content, [style], params.model_copy(update={"num_iterations": 3}))
+    assert out.shape == (1, 3, 72, 96)
