@@ -81,7 +81,7 @@ def score_rows(rows) -> list[dict]:
         c, s = find("content", content), find("style", style)
         ours = score(str(path), str(c), str(s))
         theirs = score(str(SHARED / "images" / "reference" / reference), str(c), str(s))
-        results.append({"pair": f"{content} × {style}", "style": ours[0], "content": ours[1],
+        results.append({"pair": f"{content} x {style}", "style": ours[0], "content": ours[1],
                         "ns_style": theirs[0], "ns_content": theirs[1], "seconds": seconds,
                         "path": path, "reference": SHARED / "images" / "reference" / reference})
     return results
