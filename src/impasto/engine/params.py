@@ -96,20 +96,13 @@ class RenderParams(BaseModel):
                 raise ValueError("weights must not all be zero")
         return value
 
-    @field_validator("memory_budget")
+    @field_validator("memory_budget", "print_size")
     @classmethod
-    def _budget_parses(cls, value):
+    def _sizes_parse(cls, value, info):
         if value is not None:
             from impasto.engine.memory import parse_bytes  # memory.py imports this module
 
-            parse_bytes(value)
-        return value
-
-    @field_validator("print_size")
-    @classmethod
-    def _print_size_parses(cls, value):
-        if value is not None:
-            parse_print_size(value)
+            (parse_bytes if info.field_name == "memory_budget" else parse_print_size)(value)
         return value
 
     @field_validator("scales", "scale_iterations")
