@@ -69,6 +69,8 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                                    "help": text.replace("%", "%%")}
         options.update(_argparse_kind(kind))
+        if isinstance(field.json_schema_extra, dict) and "metavar" in field.json_schema_extra:
+            options["metavar"] = field.json_schema_extra["metavar"]
         parser.add_argument("--" + name.replace("_", "-"), **options)
         names.append(name)
     return names
