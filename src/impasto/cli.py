@@ -137,6 +137,11 @@ def build_parser() -> Parser:
                         help="a style image; repeat to blend several (see --style-blend-weights)")
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help=f"output image ({', '.join(SAVE_FORMATS)})")
+    render.add_argument("--save-state", type=Path, metavar="FILE",
+                        help="after each finished scale, save a resumable state (options + images)")
+    render.add_argument("--resume", type=Path, metavar="FILE",
+                        help="continue a saved state (e.g. a preview) to a larger --image-size or "
+                             "--print-size; its options apply unless given again")
     group = render.add_argument_group("render options")
     render.set_defaults(handler=run_render, param_names=add_model_options(group, RenderParams))
     return parser
@@ -148,11 +153,17 @@ def run_render(args: argparse.Namespace) -> int:
     from impasto import imaging
     from impasto.engine import render
     from impasto.engine.params import RenderParams
+    from impasto.errors import OutputError
+    from impasto.state import RenderState, load_state
 
     given = given_options(args, args.param_names)
-    params = RenderParams.build(**given)
+    state = load_state(args.resume) if args.resume else None
+    params = RenderParams.build(**({**state.params.model_dump(), **given} if state else given))
     params.blend_weights(len(args.style))  # a count mismatch fails before any loading
     output = imaging.check_writable(args.output)
+    if args.save_state and not args.save_state.resolve().parent.is_dir():
+        raise OutputError(f"{args.save_state}: folder {args.save_state.parent} does not exist")
+    saved = RenderState(params, dict(state.scales) if state else {})
     content = imaging.load(args.content)
     styles = [imaging.load(path) for path in args.style]
     init = imaging.load(params.init_image) if params.init_image else None
@@ -161,13 +172,23 @@ def run_render(args: argparse.Namespace) -> int:
                             print_every=params.print_iter if loud or "print_iter" in given else 0,
                             save_every=params.save_iter)
     try:
-        result = render(content, styles, params, report, init_image=init)
+        result = render(content, styles, params, report, init_image=init,
+                        resume=state.latest() if state else None,
+                        on_scale=_state_saver(saved, args.save_state) if args.save_state else None)
     finally:
         report.close()
     imaging.save(result, output, dpi=params.dpi if params.print_size else None)
     if loud:
         print(f"wrote {output} ({result.shape[-1]}×{result.shape[-2]} px)")
     return 0
+
+
+def _state_saver(state, path: Path):
+    """on_scale callback: add the finished scale to ``state`` and write it to ``path``."""
+    def save(size: int, image) -> None:
+        state.scales[size] = image
+        state.save(path)
+    return save
 
 
 class ProgressReport:

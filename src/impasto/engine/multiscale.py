@@ -8,9 +8,10 @@ same time at every scale: iterations fall with the pixel count.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,11 @@ from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.prints import crop_to_aspect, print_pixels
 from impasto.engine.render import Callback, Progress, check_styles, render_scale, resolve_device
 from impasto.errors import ParamError
+
+log = logging.getLogger(__name__)
+
+
+ScaleDone = Callable[[int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -64,16 +70,27 @@ def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
 
 def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
            callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
-           extractor: VGGFeatures | None = None) -> torch.Tensor:
+           extractor: VGGFeatures | None = None, resume: torch.Tensor | None = None,
+           on_scale: ScaleDone | None = None) -> torch.Tensor:
     """Stylise ``content`` (1×3×H×W, 0..1 RGB) with ``styles`` through ``schedule(params)``.
 
     Returns 1×3×h×w on the CPU, longest side ``params.image_size``. Progress counts over
     all scales. ``extractor`` may be passed to reuse loaded weights across renders.
+    ``on_scale(size, image)`` receives each finished scale (to store a resumable state);
+    ``resume`` is such an image: scales up to its size are skipped and it starts the next
+    one — a preview continued to a print.
     """
     check_styles(styles, params)
+    options = {"init_image": init_image, "extractor": extractor, "resume": resume, "on_scale": on_scale}
     if params.print_size:
-        return _render_print(content, styles, params, callback, init_image=init_image, extractor=extractor)
+        return _render_print(content, styles, params, callback, **options)
     plan = schedule(params)
+    if resume is not None:
+        plan = [scale for scale in plan if scale.size > max(resume.shape[-2:])]
+        if not plan:  # nothing left to refine: the stored image is the result
+            return resume
+        init_image = resume
+        log.info("resuming from a %s image at the %d px scale", tuple(resume.shape[-2:]), plan[0].size)
     if extractor is None:
         extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
                                     pooling=params.pooling, weights=params.weights,
@@ -85,8 +102,10 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
                                           # colours are restored once, at the end
                                           "original_colors": params.original_colors and index == len(plan) - 1})
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
-                       init_image=image, extractor=extractor)
+                             init_image=image, extractor=extractor)
         done += scale.iterations
+        if on_scale is not None:
+            on_scale(scale.size, image)
     return image
 
 
