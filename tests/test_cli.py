@@ -263,3 +263,14 @@ def test_progress_bar_restarts_when_the_count_does(tmp_path, capsys):
     assert (report.bar.n, report.bar.total) == (3, 3)
     report.close()
     assert "3/3" in capsys.readouterr().err
+
+
+def test_sixteen_bit_png_is_refused_in_one_line_before_rendering(tmp_path, capsys):
+    from impasto import cli as cli_module
+
+    code = cli_module.main(["render", "sample:astronaut", "--style", "sample:coffee", "-o",
+                            str(tmp_path / "out.png"), "--bit-depth", "16"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".tif" in err[0]
+    assert list(tmp_path.iterdir()) == []

@@ -201,3 +201,25 @@ def test_save_records_the_print_resolution(tmp_path, suffix):
     path = imaging.save(torch.rand(1, 3, 40, 50), tmp_path / f"print{suffix}", dpi=300)
     with Image.open(path) as img:
         assert [round(float(v)) for v in img.info["dpi"]] == [300, 300]
+
+
+def test_16_bit_tiff_keeps_gradations_the_profile_and_the_dpi(tmp_path):
+    import tifffile
+
+    ramp = torch.linspace(0, 1, 1024).view(1, 1, 1, -1).expand(1, 3, 40, 1024).contiguous()
+    path = imaging.save(ramp, tmp_path / "print.tif", dpi=300, bit_depth=16)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        array = page.asarray()
+        assert array.dtype == np.uint16 and array.shape == (40, 1024, 3)
+        assert len(np.unique(array[0, :, 0])) == 1024          # 8 bits would keep 256 levels
+        assert bytes(page.tags[34675].value) == ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        assert page.tags["XResolution"].value == (300, 1)
+    assert np.abs(array[0, :, 0] / 65535 - ramp[0, 0, 0].numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("name, depth", [("out.png", 16), ("out.tif", 12)])
+def test_16_bit_only_as_tiff(tmp_path, name, depth):
+    with pytest.raises(OutputError):
+        imaging.save(torch.rand(1, 3, 40, 40), tmp_path / name, bit_depth=depth)
+    assert list(tmp_path.iterdir()) == []

@@ -137,6 +137,8 @@ def build_parser() -> Parser:
                         help="a style image; repeat to blend several (see --style-blend-weights)")
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help=f"output image ({', '.join(SAVE_FORMATS)})")
+    render.add_argument("--bit-depth", type=int, choices=[8, 16], default=8,
+                        help="bits per channel of the output; 16 needs a .tif/.tiff output (default: 8)")
     render.add_argument("--save-state", type=Path, metavar="FILE",
                         help="after each finished scale, save a resumable state (options + images)")
     render.add_argument("--resume", type=Path, metavar="FILE",
@@ -161,6 +163,8 @@ def run_render(args: argparse.Namespace) -> int:
     params = RenderParams.build(**({**state.params.model_dump(), **given} if state else given))
     params.blend_weights(len(args.style))  # a count mismatch fails before any loading
     output = imaging.check_writable(args.output)
+    if args.bit_depth == 16 and output.suffix.lower() not in (".tif", ".tiff"):
+        raise OutputError(f"{output}: 16-bit output is written as .tif/.tiff only")
     if args.save_state and not args.save_state.resolve().parent.is_dir():
         raise OutputError(f"{args.save_state}: folder {args.save_state.parent} does not exist")
     saved = RenderState(params, dict(state.scales) if state else {})
@@ -177,7 +181,7 @@ def run_render(args: argparse.Namespace) -> int:
                         on_scale=_state_saver(saved, args.save_state) if args.save_state else None)
     finally:
         report.close()
-    imaging.save(result, output, dpi=params.dpi if params.print_size else None)
+    imaging.save(result, output, dpi=params.dpi if params.print_size else None, bit_depth=args.bit_depth)
     if loud:
         print(f"wrote {output} ({result.shape[-1]}×{result.shape[-2]} px)")
     return 0

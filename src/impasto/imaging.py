@@ -124,24 +124,26 @@ def check_writable(path: Path | str) -> Path:
     return path
 
 
-def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None = None) -> Path:
+def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None = None,
+         bit_depth: int = 8) -> Path:
     """Write atomically (temp file + rename: never a partial file) with an sRGB profile.
 
-    ``dpi`` is recorded in the file (PNG pHYs, JPEG/TIFF resolution) for print shops.
+    ``dpi`` is recorded in the file (PNG pHYs, JPEG/TIFF resolution) for print shops;
+    ``bit_depth=16`` writes a 16-bit RGB TIFF from the float image (smooth gradients in
+    large prints; PIL cannot write 16-bit RGB, so tifffile does).
     """
     path = check_writable(path)
-    img = image if isinstance(image, Image.Image) else to_pil(image)
     fmt = SAVE_FORMATS[path.suffix.lower()]
+    if bit_depth not in (8, 16) or (bit_depth == 16 and (fmt != "TIFF" or isinstance(image, Image.Image))):
+        raise OutputError(f"{path}: 16-bit output is written as .tif/.tiff only (bit depth 8 or 16)")
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    options = {"icc_profile": srgb}
-    if dpi:
-        options["dpi"] = (dpi, dpi)
-    if fmt in ("JPEG", "WEBP"):
-        options["quality"] = 95
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        img.save(tmp, format=fmt, **options)
+        if bit_depth == 16:
+            _write_tiff16(image, tmp, srgb, dpi)
+        else:
+            _write_8bit(image, tmp, fmt, srgb, dpi)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except OSError as exc:
@@ -150,6 +152,27 @@ def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _write_8bit(image: torch.Tensor | Image.Image, target: str, fmt: str, icc: bytes, dpi: int | None) -> None:
+    img = image if isinstance(image, Image.Image) else to_pil(image)
+    options = {"icc_profile": icc}
+    if dpi:
+        options["dpi"] = (dpi, dpi)
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = 95
+    img.save(target, format=fmt, **options)
+
+
+def _write_tiff16(image: torch.Tensor, target: str, icc: bytes, dpi: int | None) -> None:
+    import tifffile
+
+    array = image.detach().squeeze(0).clamp(0, 1).mul(65535).round().to(torch.int32)
+    array = array.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+    options = {"resolution": (dpi, dpi), "resolutionunit": "INCH"} if dpi else {}
+    # 34675 is TIFF's ICC-profile tag (type 7: undefined bytes).
+    tifffile.imwrite(target, array, photometric="rgb", compression="zlib",
+                     extratags=[(34675, 7, len(icc), icc, True)], **options)
 
 
 def _umask() -> int:
