@@ -9,6 +9,7 @@ error becomes one line ``impasto: error: …`` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import types
@@ -133,8 +134,11 @@ def build_parser() -> Parser:
         description="Stylise CONTENT with the style images (Gatys optimisation).",
         epilog=RENDER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     render.add_argument("content", type=Path, metavar="CONTENT", help="the photo to stylise")
-    render.add_argument("-s", "--style", type=Path, action="append", required=True, metavar="STYLE",
+    render.add_argument("-s", "--style", type=Path, action="append", default=[], metavar="STYLE",
                         help="a style image; repeat to blend several (see --style-blend-weights)")
+    render.add_argument("--preset", metavar="NAME",
+                        help="a catalog style (impasto styles list): its painting, unless --style is "
+                             "given, and its options, unless given again")
     render.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
                         help=f"output image ({', '.join(SAVE_FORMATS)})")
     render.add_argument("--bit-depth", type=int, choices=[8, 16], default=8,
@@ -147,6 +151,7 @@ def build_parser() -> Parser:
     group = render.add_argument_group("render options")
     render.set_defaults(handler=run_render, param_names=add_model_options(group, RenderParams))
     _add_preview(commands, common)
+    _add_styles(commands, common, RenderParams)
     return parser
 
 
@@ -157,14 +162,56 @@ def _add_preview(commands, common: argparse.ArgumentParser) -> None:
                     "per style on a CPU) and write a labelled contact sheet: for choosing a style "
                     "before the full render.")
     preview.add_argument("content", type=Path, metavar="PHOTO", help="the photo")
-    preview.add_argument("-s", "--style", type=Path, action="append", required=True, metavar="STYLE",
+    preview.add_argument("-s", "--style", type=Path, action="append", default=[], metavar="STYLE",
                          help="a style image; repeat for several")
+    preview.add_argument("--catalog", action="store_true", help="preview every style of the catalog too")
     preview.add_argument("-o", "--output", type=Path, required=True, metavar="SHEET",
                          help="the contact sheet (.png, .jpg, …)")
     preview.add_argument("--size", type=int, default=512, metavar="N",
                          help="longest side of each preview before thumbnailing (default: 512)")
     preview.add_argument("--tile", type=int, default=256, metavar="N", help="thumbnail size (default: 256)")
     preview.set_defaults(handler=run_preview)
+
+
+def _add_styles(commands, common: argparse.ArgumentParser, params_model) -> None:
+    styles = commands.add_parser("styles", parents=[common], help="the style catalog: add, list, show, remove",
+                                 description="The style catalog ($IMPASTO_CATALOG_DIR, else the user data "
+                                             "folder): a painting, a name and a tuned preset of render options.")
+    actions = styles.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+    add = actions.add_parser("add", help="add (or --replace) a style")
+    add.add_argument("name", metavar="NAME", help="lower-case letters, digits, - and _")
+    add.add_argument("image", type=Path, metavar="IMAGE", help="the painting")
+    add.add_argument("--title", help="a display name (default: NAME)")
+    add.add_argument("--replace", action="store_true", help="replace a style of the same name")
+    add.set_defaults(param_names=add_model_options(add.add_argument_group("preset options"), params_model))
+    actions.add_parser("list", help="list the styles")
+    actions.add_parser("show", help="show one style's preset").add_argument("name", metavar="NAME")
+    actions.add_parser("remove", help="remove a style").add_argument("name", metavar="NAME")
+    styles.set_defaults(handler=run_styles)
+
+
+def run_styles(args: argparse.Namespace) -> int:
+    from impasto.catalog import Catalog
+
+    catalog = Catalog()
+    if args.action == "add":
+        preset = {k: (str(v) if isinstance(v, Path) else v) for k, v in given_options(args, args.param_names).items()}
+        style = catalog.add(args.name, args.image, preset, title=args.title, replace=args.replace)
+        print(f"added {style.name} ({style.image_path})")
+    elif args.action == "list":
+        for style in catalog.all():
+            options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in style.preset.items())
+            print(f"{style.name:24} {style.title:24} {options}")
+        if not catalog.names():
+            print(f"no styles yet in {catalog.root}; add one with: impasto styles add NAME IMAGE")
+    elif args.action == "show":
+        style = catalog.get(args.name)
+        print(json.dumps({"name": style.name, "title": style.title, "image": str(style.image_path),
+                          "params": style.preset}, indent=2))
+    else:
+        catalog.remove(args.name)
+        print(f"removed {args.name}")
+    return 0
 
 
 def run_preview(args: argparse.Namespace) -> int:
@@ -174,6 +221,12 @@ def run_preview(args: argparse.Namespace) -> int:
     output = imaging.check_writable(args.output)
     photo = imaging.load(args.content)
     styles = [(path.stem, imaging.load(path)) for path in args.style]
+    if args.catalog:
+        from impasto.catalog import Catalog
+
+        styles += [(style.name, style.image()) for style in Catalog().all()]
+    if not styles:
+        raise UsageError("give --style STYLE (repeatable) or --catalog with styles in it")
     stylizer = QuickStylizer()
     tiles = [("photo", photo)] + [(name, stylizer.stylize(photo, style, size=args.size)) for name, style in styles]
     imaging.save(contact_sheet(tiles, tile=args.tile), output)
@@ -193,7 +246,16 @@ def run_render(args: argparse.Namespace) -> int:
 
     given = given_options(args, args.param_names)
     state = load_state(args.resume) if args.resume else None
-    params = RenderParams.build(**({**state.params.model_dump(), **given} if state else given))
+    base = state.params.model_dump() if state else {}
+    if args.preset:
+        from impasto.catalog import Catalog
+
+        preset = Catalog().get(args.preset)
+        base = {**base, **preset.preset}
+        args.style = args.style or [preset.image_path]
+    if not args.style:
+        raise UsageError("give --style STYLE (repeatable) or --preset NAME")
+    params = RenderParams.build(**{**base, **given})
     params.blend_weights(len(args.style))  # a count mismatch fails before any loading
     output = imaging.check_writable(args.output)
     if args.bit_depth == 16 and output.suffix.lower() not in (".tif", ".tiff"):

@@ -1,0 +1,120 @@
+"""The style catalog: a style is a painting, a name and a tuned RenderParams preset.
+
+Stored as readable files, one folder per style, so an artist can look, copy and back up:
+
+    <catalog>/<name>/style.jpg      the painting (as given, re-encoded)
+    <catalog>/<name>/preset.json    {"name": …, "title": …, "params": {…RenderParams fields…}}
+
+The catalog folder is ``$IMPASTO_CATALOG_DIR``, else the user data dir's ``styles``. The
+CLI (``impasto styles``, ``render --preset``, ``preview --catalog``) and the shop read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from impasto import imaging
+from impasto.engine.params import RenderParams
+from impasto.errors import ImageError, ImpastoError, ParamError
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PRESET_FILE = "preset.json"
+
+
+class CatalogError(ImpastoError):
+    """A style that is missing, already there, or stored badly."""
+
+
+def catalog_dir() -> Path:
+    override = os.environ.get("IMPASTO_CATALOG_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("impasto")) / "styles"
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    title: str
+    image_path: Path
+    preset: dict          # the RenderParams fields the preset sets (validated)
+
+    def params(self, **overrides) -> RenderParams:
+        """The preset's options, with ``overrides`` (e.g. flags given on the command line)."""
+        return RenderParams.build(**{**self.preset, **overrides})
+
+    def image(self) -> torch.Tensor:
+        return imaging.load(self.image_path)
+
+
+class Catalog:
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else catalog_dir()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / PRESET_FILE).is_file())
+
+    def get(self, name: str) -> Style:
+        folder = self.root / _checked_name(name)
+        if not (folder / PRESET_FILE).is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise CatalogError(f"no style {name!r} in the catalog {self.root} (styles: {known})")
+        try:
+            data = json.loads((folder / PRESET_FILE).read_text())
+            preset, title, image_name = data["params"], data.get("title", name), data["image"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CatalogError(f"style {name!r}: unreadable {PRESET_FILE} ({exc})") from None
+        RenderParams.build(**preset)  # a hand-edited preset fails here, with the field's name
+        image_path = folder / image_name
+        if not image_path.is_file():
+            raise ImageError(f"style {name!r}: its image {image_path} is missing")
+        return Style(name, title, image_path, preset)
+
+    def all(self) -> list[Style]:
+        return [self.get(name) for name in self.names()]
+
+    def add(self, name: str, image: Path | str, preset: dict, *, title: str | None = None,
+            replace: bool = False) -> Style:
+        """Check the painting and the preset, then store both (atomically, as a folder)."""
+        folder = self.root / _checked_name(name)
+        if folder.exists() and not replace:
+            raise CatalogError(f"style {name!r} already exists (remove it first, or replace it)")
+        RenderParams.build(**preset)
+        picture = imaging.open_image(image)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{name}."))
+        try:
+            imaging.save(picture, staging / "style.png")
+            record = {"name": name, "title": title or name, "image": "style.png", "params": preset}
+            (staging / PRESET_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        folder = self.root / _checked_name(name)
+        if not (folder / PRESET_FILE).is_file():
+            raise CatalogError(f"no style {name!r} in the catalog {self.root}")
+        shutil.rmtree(folder)
+
+
+def _checked_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ParamError(f"style name {name!r}: use lower-case letters, digits, '-' and '_' (max 64)")
+    return name
