@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from impasto.errors import ImageError, OutputError
+from impasto.files import atomic_path
 
 log = logging.getLogger(__name__)
 MIN_SIDE = 32
@@ -137,20 +137,14 @@ def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None
     if bit_depth not in (8, 16) or (bit_depth == 16 and (fmt != "TIFF" or isinstance(image, Image.Image))):
         raise OutputError(f"{path}: 16-bit output is written as .tif/.tiff only (bit depth 8 or 16)")
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        if bit_depth == 16:
-            _write_tiff16(image, tmp, srgb, dpi)
-        else:
-            _write_8bit(image, tmp, fmt, srgb, dpi)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if bit_depth == 16:
+                _write_tiff16(image, tmp, srgb, dpi)
+            else:
+                _write_8bit(image, tmp, fmt, srgb, dpi)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -173,9 +167,3 @@ def _write_tiff16(image: torch.Tensor, target: str, icc: bytes, dpi: int | None)
     # 34675 is TIFF's ICC-profile tag (type 7: undefined bytes).
     tifffile.imwrite(target, array, photometric="rgb", compression="zlib",
                      extratags=[(34675, 7, len(icc), icc, True)], **options)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current

@@ -9,8 +9,6 @@ and seed, so it is the preview refined. Format: safetensors, tensors ``scale_<px
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 
 from impasto.engine.params import RenderParams
 from impasto.errors import ImpastoError, OutputError
+from impasto.files import atomic_path
 
 FORMAT = "impasto-state-1"
 
@@ -41,16 +40,11 @@ class RenderState:
         path = Path(path)
         tensors = {f"scale_{size}": image.contiguous() for size, image in self.scales.items()}
         metadata = {"format": FORMAT, "params": self.params.model_dump_json()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file(tensors, tmp, metadata=metadata)
         except OSError as exc:
             raise OutputError(f"{path}: cannot write the render state ({exc})") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
 

@@ -17,7 +17,6 @@ import importlib.util
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from impasto.errors import WeightsError
+from impasto.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +177,8 @@ def _cached_vgg16() -> dict[str, torch.Tensor]:
     log.info("converting %s to %s (once)", source, cached)
     state = onnx_to_state(source)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a crash never leaves half a cache file.
-    fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(cached) as tmp:  # a crash never leaves half a cache file
         save_file(state, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers running as other users read it too
-        os.replace(tmp, cached)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return state
 
 
