@@ -21,8 +21,7 @@ from PIL import Image, ImageDraw
 
 from impasto import imaging
 from impasto.engine import RenderParams, render
-from impasto.engine.features import build_extractor
-from impasto.engine.render import resolve_device
+from impasto.engine.render import extractor_for
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAIRS = [
@@ -59,9 +58,7 @@ def parse_sets(pairs: list[str]) -> dict:
 
 
 def render_pairs(params: RenderParams, out: Path, pairs) -> list[tuple]:
-    extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
-                                pooling=params.pooling, weights=params.weights,
-                                device=resolve_device(params.device))
+    extractor = extractor_for(params)
     rows = []
     for content, style, reference in pairs:
         started = time.perf_counter()

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from impasto.engine.features import VGGFeatures, build_extractor
+from impasto.engine.features import VGGFeatures
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.prints import crop_to_aspect, print_pixels
-from impasto.engine.render import Callback, Progress, check_styles, render_scale, resolve_device
+from impasto.engine.render import Callback, Progress, check_styles, extractor_for, render_scale
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
 
 
 ScaleDone = Callable[[int, torch.Tensor], None]
+MAX_COARSE_FACTOR = 4   # no scale gets more than 4× the final scale's share of iterations
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,6 @@ def schedule(params: RenderParams) -> list[Scale]:
     shares = [min((sizes[-1] / s) ** 2, MAX_COARSE_FACTOR) for s in sizes]
     total = params.num_iterations
     return [Scale(s, max(1, round(total * share / sum(shares)))) for s, share in zip(sizes, shares)]
-
-
-MAX_COARSE_FACTOR = 4
 
 
 def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
@@ -91,10 +89,7 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
             return resume
         init_image = resume
         log.info("resuming from a %s image at the %d px scale", tuple(resume.shape[-2:]), plan[0].size)
-    if extractor is None:
-        extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
-                                    pooling=params.pooling, weights=params.weights,
-                                    allow_download=params.download, device=resolve_device(params.device))
+    extractor = extractor if extractor is not None else extractor_for(params)
     total = sum(scale.iterations for scale in plan)
     done, image, started = 0, init_image, time.perf_counter()
     for index, scale in enumerate(plan):

@@ -28,9 +28,10 @@ class RenderParams(BaseModel):
 
     image_size: int = Field(512, ge=32, le=MAX_IMAGE_SIZE,
                             description="longest side of the output, in pixels")
-    print_size: str | None = Field(None, json_schema_extra={"metavar": "WxH(in|cm)"}, description="print size, e.g. 8x10in or 20x25cm: sets the "
-                                                     "pixel size from --dpi and centre-crops the photo "
-                                                     "to the print's shape (overrides --image-size)")
+    print_size: str | None = Field(
+        None, json_schema_extra={"metavar": "WxH(in|cm)"},
+        description="print size, e.g. 8x10in or 20x25cm: sets the pixel size from --dpi and "
+                    "centre-crops the photo to the print's shape (overrides --image-size)")
     dpi: int = Field(300, ge=50, le=2400, description="print resolution, dots per inch (with --print-size)")
     style_blend_weights: list[float] | None = Field(
         None, description="one weight per style image (comma-separated); default: equal")
@@ -70,9 +71,10 @@ class RenderParams(BaseModel):
     tile_size: int = Field(0, ge=0, le=MAX_IMAGE_SIZE,
                            description="process scales larger than this in tiles of this side, px, "
                                        "with the exact whole-image loss (0: never tile)")
-    memory_budget: str | None = Field(None, json_schema_extra={"metavar": "BYTES"}, description="fit each scale in this much memory, e.g. 4GB: "
-                                                        "picks the tile size (and shortens the L-BFGS "
-                                                        "history if it must)")
+    memory_budget: str | None = Field(
+        None, json_schema_extra={"metavar": "BYTES"},
+        description="fit each scale in this much memory, e.g. 4GB: picks the tile size "
+                    "(and shortens the L-BFGS history if it must)")
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
     color_match: bool = Field(False, description="recolour the style images with the photo's colour "
                                                  "mean and covariance before transfer")
@@ -81,7 +83,8 @@ class RenderParams(BaseModel):
     weights: Path | None = Field(None, description="weights file (.safetensors, .onnx, .pth)")
     download: bool = Field(False, description="allow downloading vgg19 weights if not cached")
     seed: int = Field(0, ge=0, description="random seed: same seed and options, same image")
-    device: str = Field("auto", json_schema_extra={"metavar": "DEVICE"}, pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+    device: str = Field("auto", json_schema_extra={"metavar": "DEVICE"},
+                        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="auto, cpu, cuda or cuda:N")
 
     @field_validator("style_blend_weights", "style_layer_weights")

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
+from impasto.engine.memory import plan_memory
 from impasto.engine.params import RenderParams
+from impasto.engine.tiling import build_tiled_objective
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
@@ -167,15 +169,19 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
     """The whole-image objective, or its tiled twin (same gradient) when the scale is
     larger than the tile size — set, or chosen from ``memory_budget`` together with the
     L-BFGS history (returned in the params the optimiser must use)."""
-    from impasto.engine.memory import plan_memory  # tiling imports this module
-    from impasto.engine.tiling import build_tiled_objective
-
     plan = plan_memory(params, *content_px.shape[-2:])
     params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
     if plan.tile_size and max(content_px.shape[-2:]) > plan.tile_size:
         log.info("tiles of %d px for a %s render", plan.tile_size, tuple(content_px.shape[-2:]))
         return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size), params
     return build_objective(extractor, content_px, style_px, params), params
+
+
+def extractor_for(params: RenderParams) -> VGGFeatures:
+    """The truncated VGG that ``params``' layers, model, weights and device call for."""
+    return build_extractor(params.model, [*params.content_layers, *params.style_layers],
+                           pooling=params.pooling, weights=params.weights,
+                           allow_download=params.download, device=resolve_device(params.device))
 
 
 def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
@@ -195,10 +201,7 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
     """
     check_styles(styles, params)
     device = resolve_device(params.device)
-    if extractor is None:
-        extractor = build_extractor(params.model, [*params.content_layers, *params.style_layers],
-                                    pooling=params.pooling, weights=params.weights,
-                                    allow_download=params.download, device=device)
+    extractor = extractor if extractor is not None else extractor_for(params)
     content_px = fit_size(content.to(device, torch.float32), params.image_size)
     style_size = max(32, round(params.image_size * params.style_scale))
     style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
