@@ -72,3 +72,60 @@ def _random_state(model: str, *, seed: int = 0) -> dict[str, torch.Tensor]:
         state[f"{name}.weight"] = torch.randn(shape, generator=generator) * (2.0 / fan_in) ** 0.5
         state[f"{name}.bias"] = torch.randn(shape[0], generator=generator) * 0.01
     return state
+
+
+# --- local services (PostgreSQL, Redis, RabbitMQ, Chromium) -------------------------------
+# A test that needs one skips with the reason when it is absent, unless
+# IMPASTO_REQUIRE_SERVICES=1 (set by .ci/run), where the skip becomes a failure so CI really
+# exercises the service.
+
+POSTGRES_URL = os.environ.get("IMPASTO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("IMPASTO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("IMPASTO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+CHROMIUM = os.environ.get("IMPASTO_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def service_missing(reason: str) -> None:
+    """Skip (or, under IMPASTO_REQUIRE_SERVICES=1, fail) because a service is absent."""
+    if os.environ.get("IMPASTO_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A SQLAlchemy URL of the local PostgreSQL test database."""
+    if not _port_open("127.0.0.1", 5432):
+        service_missing("PostgreSQL not reachable on 127.0.0.1:5432")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _port_open("127.0.0.1", 6379):
+        service_missing("Redis not reachable on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    if not _port_open("127.0.0.1", 5672):
+        service_missing("RabbitMQ not reachable on 127.0.0.1:5672")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    if not os.path.exists(CHROMIUM):
+        service_missing(f"Chromium not found at {CHROMIUM} (Debian package 'chromium')")
+    return CHROMIUM
