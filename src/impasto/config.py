@@ -1,0 +1,82 @@
+"""Settings of the shop and the farm, read from ``IMPASTO_*`` environment variables.
+
+Nothing is built at import: ``get_settings()`` reads the environment on first call (tests
+call ``get_settings.cache_clear()`` after changing it). The engine and the CLI's render
+commands never read these; they take their options from ``RenderParams``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("impasto"))
+
+
+class PrintOption(BaseModel):
+    """One print size the shop sells: ``8x10in`` at ``price_cents`` (currency in Settings)."""
+
+    size: str
+    price_cents: int = Field(ge=0)
+
+
+DEFAULT_PRINTS = [
+    PrintOption(size="8x10in", price_cents=4900),
+    PrintOption(size="12x16in", price_cents=8900),
+    PrintOption(size="18x24in", price_cents=14900),
+]
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPASTO_", extra="ignore")
+
+    # where things live: one machine needs none of these set
+    data_dir: Path = Field(default_factory=_data_dir)
+    database_url: str = ""            # default: sqlite:///<data_dir>/impasto.db
+    storage_url: str = ""             # file:///path | s3://bucket/prefix; default file://<data_dir>/files
+    smtp_url: str = ""                # smtp://host:25 | smtp+starttls://user:pass@host:587 | smtps://…:465
+    mail_from: str = "impasto <portraits@localhost>"
+    public_url: str = "http://127.0.0.1:8000"
+    broker_url: str = ""              # empty: embedded dispatcher (threads); else Celery over it
+    s3_endpoint_url: str = ""         # MinIO, R2, moto; empty for AWS
+
+    # secrets
+    secret_key: SecretStr = SecretStr("")   # signs URLs and CSRF tokens; generated per data dir if empty
+    admin_user: str = "admin"
+    admin_password: SecretStr = SecretStr("")  # admin pages are closed until this is set
+
+    # limits
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 40_000_000
+    rate_limit_per_hour: int = 20     # uploads per IP and per email address
+    max_attempts: int = 3             # a job that failed this often is failed for good
+    download_link_seconds: int = 7 * 24 * 3600
+    signed_url_seconds: int = 600
+
+    # what the shop renders and sells
+    preview_size: int = 384
+    preview_iterations: int = 120
+    workers: int = 1                  # embedded render threads
+    prints: list[PrintOption] = Field(default_factory=lambda: list(DEFAULT_PRINTS))
+    print_dpi: int = 300
+    currency: str = "EUR"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'impasto.db'}"
+
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "files").as_uri()
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

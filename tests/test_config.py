@@ -1,0 +1,22 @@
+from impasto.config import Settings, get_settings
+
+
+def test_settings_read_prefixed_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("IMPASTO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IMPASTO_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("IMPASTO_PRINTS", '[{"size": "A3", "price_cents": 3900}]')
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.max_attempts == 5
+        assert [(p.size, p.price_cents) for p in settings.prints] == [("A3", 3900)]
+        assert settings.resolved_database_url() == f"sqlite:///{tmp_path / 'impasto.db'}"
+        assert settings.resolved_storage_url() == (tmp_path / "files").as_uri()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_explicit_urls_win(tmp_path):
+    settings = Settings(data_dir=tmp_path, database_url="postgresql+psycopg://db/x", storage_url="s3://b/p")
+    assert settings.resolved_database_url() == "postgresql+psycopg://db/x"
+    assert settings.resolved_storage_url() == "s3://b/p"
