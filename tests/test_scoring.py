@@ -21,7 +21,8 @@ def _images() -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
     smooth = np.linspace(0, 1, 64 * 80, dtype=np.float32).reshape(64, 80)
     noise = rng.random((64, 80), dtype=np.float32)
-    photo = np.asarray(imaging.sample_image("astronaut").convert("L").resize((96, 128)), dtype=np.float32) / 255
+    photo = imaging.sample_image("astronaut").convert("L").resize((96, 128))
+    photo = np.asarray(photo, dtype=np.float32) / 255
     return [(smooth, noise), (noise, np.clip(noise + 0.1 * rng.standard_normal(noise.shape), 0, 1)),
             (smooth, smooth), (photo, photo[::-1].copy()), (photo, np.clip(photo * 0.8 + 0.1, 0, 1)),
             (np.zeros((9, 7)), np.ones((9, 7)))]
@@ -73,7 +74,8 @@ def test_a_styled_image_scores_more_style_and_less_content_than_the_photo(scorer
 def test_tensor_and_pil_inputs_agree(scorer):
     photo = imaging.load("sample:coffee")
     out = (photo + 0.05 * torch.randn_like(photo)).clamp(0, 1)
-    assert content_score(out, photo) == pytest.approx(content_score(imaging.to_pil(out), imaging.to_pil(photo)))
+    as_pil = content_score(imaging.to_pil(out), imaging.to_pil(photo))
+    assert content_score(out, photo) == pytest.approx(as_pil)
     assert content_score(out, photo) < 1.0
 
 
