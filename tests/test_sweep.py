@@ -314,3 +314,18 @@ def test_catalog_presets_join_the_style_axis_with_their_options(images, tmp_path
     assert [c["label"] for c in cells] == ["starry tv=0.5", "starry tv=1", "bold tv=0.5", "bold tv=1"]
     assert [c["params"]["style_weight"] for c in cells] == [100.0, 100.0, 300.0, 300.0]
     assert cells[2]["style_source"] == "catalog:bold"
+
+
+def test_print_sizes_sweep_at_their_pixel_sizes(images, tmp_path, capsys):
+    photo, style = images
+    code, _, stderr = run(capsys, "sweep", photo, "-s", style, "-o", tmp_path / "s", "-q", "--start-size", "0",
+                          "--num-iterations", "2", "--print-size", "1x0.5in", "--dpi", "50,64")
+    assert code == 0, stderr
+    cells = _index(tmp_path / "s")["cells"]
+    assert [c["label"] for c in cells] == ["dpi=50", "dpi=64"]
+    sizes = []
+    for cell in cells:
+        with Image.open(tmp_path / "s" / cell["image"]) as image:
+            sizes.append(image.size)
+        assert 0 < cell["scores"]["content"] <= 1
+    assert sizes == [(50, 25), (64, 32)]

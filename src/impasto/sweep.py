@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from impasto import imaging
 from impasto.engine.multiscale import render, schedule
 from impasto.engine.params import RenderParams, describe
-from impasto.engine.prints import print_pixels
+from impasto.engine.prints import crop_to_aspect, print_pixels
 from impasto.engine.render import extractor_for
 from impasto.errors import OutputError, ParamError
 from impasto.files import atomic_path
@@ -294,7 +294,6 @@ class Sweep:
         self.scorer = scorer or Scorer()
         self.records = load_records(self.folder)
         self._extractors: dict[tuple, Any] = {}
-        self._init_images: dict[Path, torch.Tensor] = {}
 
     def is_done(self, cell: Cell) -> bool:
         record = self.records.get(cell.id)
@@ -323,12 +322,15 @@ class Sweep:
     def _render_cell(self, cell: Cell, callback) -> None:
         started = time.perf_counter()
         params = cell.params
-        init = self._init_image(params.init_image) if params.init_image else None
+        init = imaging.load(params.init_image) if params.init_image else None
         image = render(self.content, [cell.style.image], params, callback, init_image=init,
                        extractor=self._extractor(params))
         path = imaging.save(image, self.folder / CELLS / f"{cell.id}.png",
                             dpi=params.dpi if params.print_size else None)
-        scores = self.scorer.score(image, self.content, cell.style.image)
+        photo = self.content
+        if params.print_size:  # the render cropped the photo to the sheet: score against that
+            photo = crop_to_aspect(photo, *image.shape[-2:])
+        scores = self.scorer.score(image, photo, cell.style.image)
         record = _record(cell, "done", self.folder, path)
         record.update(scores={"style": round(scores.style, 4), "content": round(scores.content, 4)},
                       seconds=round(time.perf_counter() - started, 2))
@@ -343,11 +345,6 @@ class Sweep:
         if key not in self._extractors:
             self._extractors[key] = extractor_for(params)
         return self._extractors[key]
-
-    def _init_image(self, path: Path) -> torch.Tensor:
-        if path not in self._init_images:
-            self._init_images[path] = imaging.load(path)
-        return self._init_images[path]
 
     def grid_records(self) -> list[dict]:
         """The grid's cells in order; a finished one keeps its scores and time, and takes
