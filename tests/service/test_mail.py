@@ -12,7 +12,6 @@ import email.policy
 import ipaddress
 import socket
 import ssl
-import threading
 
 import pytest
 
@@ -126,7 +125,8 @@ def test_hostile_name_is_escaped_in_html():
 def test_compose_refuses_bad_input():
     mailer = Mailer("smtp://127.0.0.1:25", sender=SENDER)
     with pytest.raises(InvalidEmail):
-        mailer.compose("previews_ready", to="bob@example.com\r\nBcc: all@example.com", portrait_url=PORTRAIT_URL)
+        mailer.compose("previews_ready", to="bob@example.com\r\nBcc: all@example.com",
+                       portrait_url=PORTRAIT_URL)
     with pytest.raises(ValueError):
         mailer.compose("previews_ready", to="bob@example.com", portrait_url="javascript:alert(1)")
     with pytest.raises(ValueError):

@@ -400,7 +400,8 @@ def test_other_profiles_converted_to_srgb():
     with Image.open(io.BytesIO(clean.data)) as out:
         r, g, b = out.getpixel((150, 150))
         assert b > 200 and r < 60 and g < 60                  # "red" in that space is sRGB blue
-        assert "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(out.info["icc_profile"])))
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(out.info["icc_profile"]))
+        assert "sRGB" in ImageCms.getProfileDescription(profile)
 
 
 def test_transparency_flattened_onto_white():

@@ -281,6 +281,7 @@ def _is_transient(exc: BaseException) -> bool | None:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        error = exc.smtp_error
+        text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
         return f"{exc.smtp_code} {text}"
     return f"{type(exc).__name__}: {exc}"

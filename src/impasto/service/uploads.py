@@ -21,8 +21,10 @@ has said the file deserves it.
      holding an archive, markup or script signature is refused. Pixel data is not
      scanned: compressed bytes match 4-byte signatures by chance.
 4. Only then is the image fully decoded by Pillow, restricted to the sniffed format
-   (a truncated or corrupt stream is a 422), turned upright by its EXIF orientation and
-   converted to sRGB through its embedded ICC profile.
+   (a truncated or corrupt stream is a 422; one limit: libjpeg fills a JPEG whose data
+   was cut but which still ends in an EOI marker with grey instead of failing, and Pillow
+   does not report libjpeg's warning, so that photo is accepted and looks damaged),
+   turned upright by its EXIF orientation and converted to sRGB through its ICC profile.
 5. It is re-encoded from pixels only: the stored file shares no byte with the upload, so
    whatever slipped past the checks above (GPS, a comment, a payload) is gone.
 
@@ -41,7 +43,7 @@ import logging
 import struct
 import warnings
 import zlib
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +118,9 @@ def read_capped(stream: Any, *, max_bytes: int, chunk_bytes: int = CHUNK_BYTES) 
     Reads ``chunk_bytes`` at a time and raises ``UploadTooLarge`` as soon as the total
     passes the cap, without reading on.
     """
-    chunks: Iterable[bytes] = iter(lambda: stream.read(chunk_bytes), b"") if hasattr(stream, "read") else stream
+    chunks: Iterable[bytes] = stream
+    if hasattr(stream, "read"):
+        chunks = iter(lambda: stream.read(chunk_bytes), b"")
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
@@ -272,7 +276,8 @@ def _walk_png(data: bytes, start: int) -> _Layout:
         chunk_end = pos + 12 + length
         if length > 0x7FFFFFFF or chunk_end > n or not kind.isalpha():
             raise CorruptImage("This PNG is incomplete or damaged.")
-        if zlib.crc32(data[pos + 4:pos + 8 + length]) != struct.unpack(">I", data[chunk_end - 4:chunk_end])[0]:
+        (stored_crc,) = struct.unpack(">I", data[chunk_end - 4:chunk_end])
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) != stored_crc:
             raise CorruptImage("This PNG is damaged (checksum mismatch).")
         if size is None:
             if kind != b"IHDR" or length != 13:
@@ -412,7 +417,8 @@ def _upright_srgb(image):
     profile = image.info.get("icc_profile")
     if image.mode.startswith("I"):                  # 16-bit grey: scale, don't clip
         image = image.convert("I").point(lambda v: v * (1 / 257)).convert("L")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+            image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         image = image.convert("RGB")
