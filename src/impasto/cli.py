@@ -452,7 +452,8 @@ def _sweep_styles(args: argparse.Namespace) -> list:
     from impasto import imaging
     from impasto.sweep import StyleChoice
 
-    styles = [StyleChoice(path.stem, str(path), imaging.load(path)) for path in args.style]
+    styles = [StyleChoice(path.stem.removeprefix(imaging.SAMPLE_PREFIX), str(path), imaging.load(path))
+              for path in args.style]
     if args.preset:
         from impasto.catalog import Catalog
 
