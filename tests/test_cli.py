@@ -158,6 +158,11 @@ def tiny(path: Path) -> Path:
     return path
 
 
+def white(path: Path) -> Path:
+    Image.new("L", (64, 64), 255).save(path)
+    return path
+
+
 def not_an_image(path: Path) -> Path:
     path.write_text("not an image at all\n")
     return path
@@ -186,6 +191,10 @@ BAD_INPUTS = {
     "output folder missing": (lambda t: {"output": t / "no" / "such" / "out.png"}, "does not exist"),
     "output extension unknown": (lambda t: {"output": t / "out.xyz"}, "unknown output format"),
     "no style": (lambda t: {"style": None}, "--style"),
+    "face mask missing": (lambda t: {"extra": ["--portrait", "auto", "--face-mask", t / "no.png"]}, "not found"),
+    "region mask, one style": (lambda t: {"extra": ["--mask", white(t / "m.png")]}, "at least two styles"),
+    "portrait strength": (lambda t: {"extra": ["--portrait-strength", "2"]}, "portrait-strength"),
+    "portrait mode unknown": (lambda t: {"extra": ["--portrait", "maybe"]}, "maybe"),
 }
 
 

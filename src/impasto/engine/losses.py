@@ -44,27 +44,53 @@ class _NormalizeGradient(torch.autograd.Function):
 
 
 class ContentLoss(nn.Module):
-    def __init__(self, target: torch.Tensor, weight: float, normalize: bool = False):
+    """weight · mean((F − P)²), each position's term scaled by ``weights`` (1×1×H×W) if given:
+    portrait mode holds the face closer to the photo than the rest."""
+
+    def __init__(self, target: torch.Tensor, weight: float, normalize: bool = False,
+                 weights: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("target", target.detach())
+        self.register_buffer("weights", None if weights is None else weights.to(target))
         self.weight, self.normalize = weight, normalize
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             features = _NormalizeGradient.apply(features, self.weight)
-        return self.weight * nn.functional.mse_loss(features, self.target)
+        if self.weights is None:
+            return self.weight * nn.functional.mse_loss(features, self.target)
+        return self.weight * (self.weights * (features - self.target).pow(2)).mean()
+
+
+def masked_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The guided Gram of Gatys et al. 2017: Σ (m·F)(m·F)ᵀ / (C·Σm²), ``mask`` 1×1×H×W.
+
+    Normalised by the mask's own mass, so a region's Gram is comparable with a whole
+    style image's (and a mask of ones gives ``gram``)."""
+    mass = mask.pow(2).sum() * features.shape[0]
+    area = features.shape[-2] * features.shape[-1] * features.shape[0]
+    return gram(features * mask) * (area / mass.clamp(min=1e-8))
 
 
 class StyleLoss(nn.Module):
-    def __init__(self, target_gram: torch.Tensor, weight: float, normalize: bool = False):
+    """weight · mean((G − A)²); with ``masks`` (R×1×H×W) and R targets (R×C×C), the sum of
+    that over regions, each with its guided Gram."""
+
+    def __init__(self, target_gram: torch.Tensor, weight: float, normalize: bool = False,
+                 masks: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("target", target_gram.detach())
+        self.register_buffer("masks", None if masks is None else masks.to(target_gram))
         self.weight, self.normalize = weight, normalize
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             features = _NormalizeGradient.apply(features, self.weight)
-        return self.weight * nn.functional.mse_loss(gram(features), self.target)
+        if self.masks is None:
+            return self.weight * nn.functional.mse_loss(gram(features), self.target)
+        targets = self.target if self.target.dim() == 3 else self.target.expand(len(self.masks), -1, -1)
+        return self.weight * sum(nn.functional.mse_loss(masked_gram(features, mask[None]), target)
+                                 for mask, target in zip(self.masks, targets))
 
 
 def tv_loss(image: torch.Tensor, weight: float) -> torch.Tensor:

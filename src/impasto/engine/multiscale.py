@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from impasto.engine.features import VGGFeatures
+from impasto.engine.masks import Guide, guide_for
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.prints import crop_to_aspect, print_pixels
 from impasto.engine.render import Callback, Progress, check_styles, extractor_for, render_scale
@@ -69,17 +70,23 @@ def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
 def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
            callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
            extractor: VGGFeatures | None = None, resume: torch.Tensor | None = None,
-           on_scale: ScaleDone | None = None) -> torch.Tensor:
+           on_scale: ScaleDone | None = None, face_mask: torch.Tensor | None = None,
+           region_mask: torch.Tensor | None = None, guide: Guide | None = None) -> torch.Tensor:
     """Stylise ``content`` (1×3×H×W, 0..1 RGB) with ``styles`` through ``schedule(params)``.
 
     Returns 1×3×h×w on the CPU, longest side ``params.image_size``. Progress counts over
     all scales. ``extractor`` may be passed to reuse loaded weights across renders.
     ``on_scale(size, image)`` receives each finished scale (to store a resumable state);
     ``resume`` is such an image: scales up to its size are skipped and it starts the next
-    one — a preview continued to a print.
+    one — a preview continued to a print. Portrait mode and region styles (masks.guide_for)
+    are found on the whole photo once; ``face_mask``/``region_mask`` override the files
+    ``params`` name, and a ready ``guide`` overrides both.
     """
     check_styles(styles, params)
-    options = {"init_image": init_image, "extractor": extractor, "resume": resume, "on_scale": on_scale}
+    if guide is None:
+        guide = guide_for(content, params, len(styles), face_mask=face_mask, region_mask=region_mask)
+    options = {"init_image": init_image, "extractor": extractor, "resume": resume, "on_scale": on_scale,
+               "guide": guide}
     if params.print_size:
         return _render_print(content, styles, params, callback, **options)
     plan = schedule(params)
@@ -97,7 +104,7 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
                                           # colours are restored once, at the end
                                           "original_colors": params.original_colors and index == len(plan) - 1})
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
-                             init_image=image, extractor=extractor)
+                             init_image=image, extractor=extractor, guide=guide)
         done += scale.iterations
         if on_scale is not None:
             on_scale(scale.size, image)
@@ -112,6 +119,8 @@ def _render_print(content: torch.Tensor, styles: Sequence[torch.Tensor], params:
         raise ParamError(f"{params.print_size} at {params.dpi} dpi is {width}×{height} px, "
                          f"over the {MAX_IMAGE_SIZE} px limit")
     sized = params.model_copy(update={"print_size": None, "image_size": max(height, width)})
+    if options["guide"] is not None:  # found on the whole photo: cropped as the photo is
+        options["guide"] = options["guide"].cropped(lambda mask: crop_to_aspect(mask, height, width))
     image = render(crop_to_aspect(content, height, width), styles, sized, callback, **options)
     if image.shape[-2:] != (height, width):  # rounding of the longest-side fit: a pixel at most
         image = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)

@@ -78,6 +78,16 @@ class RenderParams(BaseModel):
     original_colors: bool = Field(False, description="keep the photo's colours (luminance-only transfer)")
     color_match: bool = Field(False, description="recolour the style images with the photo's colour "
                                                  "mean and covariance before transfer")
+    portrait: Literal["auto", "off"] = Field(
+        "off", description="portrait mode: find faces and keep their likeness (auto) or not (off)")
+    portrait_strength: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
+                                     description="portrait mode: how much more of the photo a face keeps "
+                                                 "(0: none, 1: most)")
+    face_mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
+                                   description="your own face mask (white = face), instead of detection")
+    mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
+                              description="region styles: a grey-level mask, black = first --style, "
+                                          "white = last, greys between")
     pooling: Literal["max", "avg"] = Field("max", description="VGG pooling")
     model: Literal["vgg16", "vgg19"] = Field("vgg16", description="perceptual network")
     weights: Path | None = Field(None, description="weights file (.safetensors, .onnx, .pth)")

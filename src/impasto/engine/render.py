@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
+from impasto.engine.masks import Guide
 from impasto.engine.memory import plan_memory
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import build_tiled_objective
@@ -91,23 +92,41 @@ class Objective(torch.nn.Module):
 
 
 def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                    params: RenderParams) -> Objective:
-    """Content features and blended style Grams of the targets, wrapped as losses."""
-    blend = params.blend_weights(len(styles))
+                    params: RenderParams, guide: Guide | None = None) -> Objective:
+    """Content features and style Grams of the targets, wrapped as losses.
+
+    Without regions the styles' Grams are blended into one target; with ``guide.regions``
+    style k is region k's target. ``guide`` (at the content's size) also weights the
+    content term per position and masks the Grams (portrait mode)."""
     with torch.no_grad():
         content_feats = extractor(content * PIXEL_SCALE)
-        style_grams: dict[str, torch.Tensor] = {}
-        for style, weight in zip(styles, blend):
-            feats = extractor(style * PIXEL_SCALE)
-            for name in params.style_layers:
-                g = gram(feats[name]) * weight
-                style_grams[name] = style_grams[name] + g if name in style_grams else g
+        style_grams = _style_targets(extractor, styles, params, guide)
+    guide = guide if guide is not None and guide.active else None
+
+    def size(name: str) -> tuple[int, int]:
+        return tuple(content_feats[name].shape[-2:])
+
     norm = params.normalize_gradients
-    content_losses = {name: ContentLoss(content_feats[name], params.content_weight, norm)
+    content_losses = {name: ContentLoss(content_feats[name], params.content_weight, norm,
+                                        weights=guide and guide.content_weights(*size(name)))
                       for name in params.content_layers}
-    style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm)
+    style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm,
+                                    masks=guide and guide.style_masks(*size(name)))
                     for name, lw in zip(params.style_layers, params.layer_weights())}
     return Objective(extractor, content_losses, style_losses, params.tv_weight)
+
+
+def _style_targets(extractor: VGGFeatures, styles: Sequence[torch.Tensor], params: RenderParams,
+                   guide: Guide | None) -> dict[str, torch.Tensor]:
+    """Per style layer: the blended C×C Gram, or R×C×C (one per region) with regions."""
+    per_style = []
+    for style in styles:
+        feats = extractor(style * PIXEL_SCALE)
+        per_style.append({name: gram(feats[name]) for name in params.style_layers})
+    if guide is not None and guide.regions is not None:
+        return {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
+    blend = params.blend_weights(len(styles))
+    return {name: sum(w * grams[name] for w, grams in zip(blend, per_style)) for name in params.style_layers}
 
 
 def initial_pixels(content: torch.Tensor, params: RenderParams, extractor: VGGFeatures,
@@ -165,7 +184,7 @@ def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderPa
 
 
 def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: list[torch.Tensor],
-                   params: RenderParams) -> tuple[torch.nn.Module, RenderParams]:
+                   params: RenderParams, guide: Guide | None = None) -> tuple[torch.nn.Module, RenderParams]:
     """The whole-image objective, or its tiled twin (same gradient) when the scale is
     larger than the tile size — set, or chosen from ``memory_budget`` together with the
     L-BFGS history (returned in the params the optimiser must use)."""
@@ -173,8 +192,9 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
     params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
     if plan.tile_size and max(content_px.shape[-2:]) > plan.tile_size:
         log.info("tiles of %d px for a %s render", plan.tile_size, tuple(content_px.shape[-2:]))
-        return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size), params
-    return build_objective(extractor, content_px, style_px, params), params
+        return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size,
+                                     guide=guide), params
+    return build_objective(extractor, content_px, style_px, params, guide), params
 
 
 def extractor_for(params: RenderParams) -> VGGFeatures:
@@ -188,16 +208,19 @@ def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
     """Fail before any heavy work: no style, or a blend weight count that does not match."""
     if not styles:
         raise ParamError("at least one style image is needed")
+    if params.mask is not None and params.style_blend_weights is not None:
+        raise ParamError("--style-blend-weights does not apply with --mask: each region takes one style")
     params.blend_weights(len(styles))
 
 
 def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
                  callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
-                 extractor: VGGFeatures | None = None) -> torch.Tensor:
+                 extractor: VGGFeatures | None = None, guide: Guide | None = None) -> torch.Tensor:
     """One scale: stylise ``content`` (1×3×H×W, 0..1 RGB); returns 1×3×h×w on the CPU.
 
     The output's longest side is ``params.image_size``; each style image is sized to
-    ``image_size × style_scale``. ``extractor`` may be passed to reuse loaded weights.
+    ``image_size × style_scale``. ``extractor`` may be passed to reuse loaded weights;
+    ``guide`` (masks.Guide, any size) steers faces and regions.
     """
     check_styles(styles, params)
     device = resolve_device(params.device)
@@ -207,7 +230,9 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
     style_px = [fit_size(s.to(device, torch.float32), style_size) for s in styles]
     if params.color_match:  # Gatys et al. 2017: the style's textures in the photo's palette
         style_px = [match_colors(s, content_px) for s in style_px]
-    objective, params = _objective_for(extractor, content_px, style_px, params)
+    if guide is not None:
+        guide = guide.resized(*content_px.shape[-2:]).to(device)
+    objective, params = _objective_for(extractor, content_px, style_px, params, guide)
     start = initial_pixels(content_px, params, extractor, init_image)
     log.debug("render %s on %s", tuple(content_px.shape), device)
     result = (_optimize(objective, start, params, callback) / PIXEL_SCALE).clamp(0, 1)

@@ -209,17 +209,35 @@ def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequenc
 
 
 def _gram_sums(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str],
-               tiles: Sequence[Tile], geometry: Geometry) -> dict[str, tuple[torch.Tensor, int]]:
-    """Per layer: Σ FᵀF over every tile's inner region, and the element count C·H·W."""
-    sums: dict[str, tuple[torch.Tensor, int]] = {}
+               tiles: Sequence[Tile], geometry: Geometry,
+               masks: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: Σ (mF)ᵀ(mF) over every tile's inner region for each of R masks (R×C×C),
+    and their element counts C·Σm² (R values); without masks R = 1 and m = 1."""
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
         for tile in tiles:
             feats = extractor(pixels[(..., *tile.window)])
             for name in layers:
-                crop = feats[name][(..., *tile.local(geometry.strides[name]))]
+                stride = geometry.strides[name]
+                crop = feats[name][(..., *tile.local(stride))]
+                grams, counts = _masked_sums(crop, _mask_crop(masks, name, tile, stride))
                 total, count = sums.get(name, (0, 0))
-                sums[name] = (total + _gram_sum(crop), count + crop.numel())
+                sums[name] = (total + grams, count + counts)
     return sums
+
+
+def _mask_crop(masks: dict[str, torch.Tensor] | None, name: str, tile: Tile, stride: int
+               ) -> torch.Tensor | None:
+    return None if masks is None else masks[name][(..., *tile.at(stride))]
+
+
+def _masked_sums(crop: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R×C×C Σ (mF)ᵀ(mF), R counts C·Σm²) of one crop; R = 1 without masks."""
+    if masks is None:
+        return _gram_sum(crop)[None], crop.new_tensor([crop.numel()])
+    channels = crop.shape[1]
+    grams = torch.stack([_gram_sum(crop * mask[None]) for mask in masks])
+    return grams, masks.pow(2).flatten(1).sum(1) * channels
 
 
 def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
@@ -228,7 +246,7 @@ def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[s
     geometry = extractor_geometry(extractor, layers)
     _check_size(*pixels.shape[-2:], geometry)
     tiles = plan_tiles(*pixels.shape[-2:], tile_size, geometry)
-    return {name: total / count
+    return {name: total[0] / count[0]
             for name, (total, count) in _gram_sums(extractor, pixels, layers, tiles, geometry).items()}
 
 
@@ -273,6 +291,19 @@ def tile_size_for_budget(budget_bytes: int, layers: Iterable[str], *, model: str
     return low * align
 
 
+def _style_feature_grad(crop: torch.Tensor, dgram: torch.Tensor, count: torch.Tensor,
+                        masks: torch.Tensor | None) -> torch.Tensor:
+    """d/dF (rows of positions × C) of Σ_r ⟨D_r, Σ m²FFᵀ⟩/count_r = Σ_r m²·F(D_r + D_rᵀ)/count_r."""
+    rows = crop.permute(0, 2, 3, 1).reshape(-1, crop.shape[1])
+    grad = rows.new_zeros(rows.shape)
+    for r in range(dgram.shape[0]):
+        part = rows @ (dgram[r] + dgram[r].T) / count[r]
+        if masks is not None:
+            part = part * masks[r].permute(1, 2, 0).reshape(-1, 1).pow(2)
+        grad += part
+    return grad
+
+
 class _InjectGradient(torch.autograd.Function):
     """A precomputed loss whose backward hands ``pixels`` the precomputed gradient."""
 
@@ -300,7 +331,8 @@ class TiledObjective(nn.Module):
     def __init__(self, extractor: VGGFeatures, content_targets: dict[str, torch.Tensor],
                  style_grams: dict[str, torch.Tensor], *, content_weight: float,
                  style_weights: dict[str, float], tv_weight: float, tile_size: int,
-                 normalize: bool = False):
+                 normalize: bool = False, content_weights: dict[str, torch.Tensor] | None = None,
+                 style_masks: dict[str, torch.Tensor] | None = None):
         super().__init__()
         if set(style_weights) != set(style_grams):
             raise ParamError("style weights and style Grams must name the same layers")
@@ -311,6 +343,9 @@ class TiledObjective(nn.Module):
         self.tv_weight, self.normalize = tv_weight, normalize
         self.geometry = extractor_geometry(extractor, [*self.content_targets, *self.style_grams])
         self.tile_size = tile_size
+        # masks.Guide at each layer's resolution: per-position content weights (1×1×h×w)
+        # and region/face masks of the Grams (R×1×h×w, with R target Grams per layer)
+        self.content_weights, self.style_masks = content_weights, style_masks
         self._tiles: dict[tuple[int, int], list[Tile]] = {}
 
     def tiles(self, height: int, width: int) -> list[Tile]:
@@ -356,12 +391,13 @@ class TiledObjective(nn.Module):
         value, grads = 0.0, {}
         if not self.style_grams:
             return value, grads
-        sums = _gram_sums(self.extractor, pixels, list(self.style_grams), tiles, self.geometry)
+        sums = _gram_sums(self.extractor, pixels, list(self.style_grams), tiles, self.geometry,
+                          self.style_masks)
         for name, (total, count) in sums.items():
-            diff = total / count - self.style_grams[name]
-            weight, channels = self.style_weights[name], diff.shape[0]
-            # StyleLoss is weight·mean((G − A)²) over the C² entries of the Gram.
-            value += float(weight * diff.pow(2).mean())
+            diff = total / count[:, None, None] - self.style_grams[name]  # R×C×C
+            weight, channels = self.style_weights[name], diff.shape[-1]
+            # StyleLoss is weight·mean((G − A)²) over the C² entries of each region's Gram.
+            value += float(weight * diff.pow(2).mean(dim=(1, 2)).sum())
             grads[name] = (weight * 2 * diff / channels ** 2, count)
         return value, grads
 
@@ -374,16 +410,21 @@ class TiledObjective(nn.Module):
                 feats = self.extractor(pixels[(..., *tile.window)])
                 for name, target in self.content_targets.items():
                     crop, goal = self._crops(feats, target, tile, name)
-                    grad = 2 * self.content_weight * (crop - goal) / target.numel()
+                    grad = 2 * self.content_weight * self._content_weight(name, tile) * (crop - goal) / target.numel()
                     norms["content", name] = norms.get(("content", name), 0.0) + float(grad.abs().sum())
                 for name, (dgram, count) in style_grads.items():
-                    crop = feats[name][(..., *tile.local(self.geometry.strides[name]))]
-                    rows = crop.permute(0, 2, 3, 1).reshape(-1, crop.shape[1])
-                    grad = rows @ (dgram + dgram.T) / count
+                    stride = self.geometry.strides[name]
+                    crop = feats[name][(..., *tile.local(stride))]
+                    grad = _style_feature_grad(crop, dgram, count, _mask_crop(self.style_masks, name, tile, stride))
                     norms["style", name] = norms.get(("style", name), 0.0) + float(grad.abs().sum())
         weights = {("content", name): self.content_weight for name in self.content_targets}
         weights |= {("style", name): self.style_weights[name] for name in style_grads}
         return {key: weights[key] / (norms.get(key, 0.0) + NORMALIZE_EPS) for key in weights}
+
+    def _content_weight(self, name: str, tile: Tile) -> torch.Tensor | float:
+        if self.content_weights is None:
+            return 1.0
+        return self.content_weights[name][(..., *tile.at(self.geometry.strides[name]))]
 
     def _crops(self, feats: dict[str, torch.Tensor], target: torch.Tensor, tile: Tile,
                name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,35 +454,57 @@ class TiledObjective(nn.Module):
         for name, target in self.content_targets.items():
             crop, goal = self._crops(feats, target, tile, name)
             # Σ over the tiles of this term is the content loss weight·mean((F − P)²).
-            term = self.content_weight * (crop - goal).pow(2).sum() / target.numel()
+            term = (self.content_weight * (self._content_weight(name, tile) * (crop - goal).pow(2)).sum()
+                    / target.numel())
             content += float(term.detach())
             surrogate = surrogate + scales.get(("content", name), 1.0) * term
         for name, (dgram, count) in style_grads.items():
-            crop = feats[name][(..., *tile.local(self.geometry.strides[name]))]
-            # d/dF of ⟨dL/dG, FᵀF⟩/(C·H·W) is the global dL/dF on this region; its value is not the loss.
-            term = (dgram * _gram_sum(crop)).sum() / count
+            stride = self.geometry.strides[name]
+            crop = feats[name][(..., *tile.local(stride))]
+            grams, _ = _masked_sums(crop, _mask_crop(self.style_masks, name, tile, stride))
+            # d/dF of Σ_r ⟨dL/dG_r, (mF)ᵀ(mF)⟩/count_r is the global dL/dF on this region;
+            # its value is not the loss.
+            term = ((dgram * grams).sum(dim=(1, 2)) / count).sum()
             surrogate = surrogate + scales.get(("style", name), 1.0) * term
         return surrogate, content
 
 
 def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                          params: RenderParams, *, tile_size: int) -> TiledObjective:
+                          params: RenderParams, *, tile_size: int, guide=None) -> TiledObjective:
     """``render.build_objective``'s tiled twin: same inputs (0..1 RGB), no whole-image VGG pass.
 
     Style images run tiled too (their Grams accumulate over tiles), so each may be as
-    large as the content; ``tile_size`` is the inner side of a tile, px.
+    large as the content; ``tile_size`` is the inner side of a tile, px. ``guide``
+    (masks.Guide at the content's size) is taken to each layer's resolution once.
     """
     if not styles:
         raise ParamError("at least one style image is needed")
-    blend = params.blend_weights(len(styles))
     content_targets = tiled_features(extractor, content * PIXEL_SCALE, params.content_layers,
                                      tile_size=tile_size)
-    style_grams: dict[str, torch.Tensor] = {}
-    for style, weight in zip(styles, blend):
-        grams = tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
-        for name, g in grams.items():
-            style_grams[name] = style_grams[name] + g * weight if name in style_grams else g * weight
+    per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
+                 for style in styles]
+    guide = guide if guide is not None and guide.active else None
+    if guide is not None and guide.regions is not None:
+        style_grams = {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
+    else:
+        blend = params.blend_weights(len(styles))
+        style_grams = {name: sum(w * grams[name] for w, grams in zip(blend, per_style))
+                       for name in params.style_layers}
     style_weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
+    content_weights = style_masks = None
+    if guide is not None:
+        geometry = extractor_geometry(extractor, [*params.content_layers, *params.style_layers])
+        height, width = content.shape[-2:]
+
+        def layer_size(name: str) -> tuple[int, int]:
+            return height // geometry.strides[name], width // geometry.strides[name]
+
+        # in the content's dtype: float32 mask sums would cost float64 renders their exactness
+        if guide.likeness is not None:
+            content_weights = {name: guide.content_weights(*layer_size(name)).to(content)
+                               for name in params.content_layers}
+        style_masks = {name: guide.style_masks(*layer_size(name)).to(content) for name in params.style_layers}
     return TiledObjective(extractor, content_targets, style_grams, content_weight=params.content_weight,
                           style_weights=style_weights, tv_weight=params.tv_weight, tile_size=tile_size,
-                          normalize=params.normalize_gradients)
+                          normalize=params.normalize_gradients, content_weights=content_weights,
+                          style_masks=style_masks)
