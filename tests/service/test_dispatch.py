@@ -7,14 +7,17 @@ import time
 from collections import Counter
 
 import pytest
+import test_models  # the shared database fixtures (see its docstring)
 from sqlalchemy import func, select
-from test_models import add_portrait, database_url, engine, sessions  # noqa: F401 - fixtures
+from test_models import add_portrait
 
 from impasto.service import jobs
 from impasto.service.dispatch import Dispatcher, LocalDispatcher
 from impasto.service.models import Job, JobKind, JobStatus
 
 WAIT_SECONDS = 30   # a generous ceiling for work that takes well under a second; never a timing claim
+
+database_url, engine, sessions = test_models.database_url, test_models.engine, test_models.sessions
 
 
 def enqueue(sessions, kind=JobKind.PREVIEW, count=1) -> list[int]:
@@ -64,7 +67,8 @@ def test_local_dispatcher_is_a_dispatcher(sessions):
 def test_two_threads_run_ten_jobs_exactly_once_each(sessions):
     ids = enqueue(sessions, count=10)
     recorder = Recorder(sessions, seconds=0.05)
-    with LocalDispatcher(session_factory=sessions, run_job=recorder, threads=2, poll_seconds=0.1) as dispatcher:
+    dispatcher = LocalDispatcher(session_factory=sessions, run_job=recorder, threads=2, poll_seconds=0.1)
+    with dispatcher:
         wait_until(lambda: count(sessions, JobStatus.DONE) == 10, "ten jobs done")
         infos = dispatcher.workers()
     assert Counter(job_id for job_id, _ in recorder.runs) == Counter(ids)
@@ -115,7 +119,7 @@ def test_a_thread_survives_a_run_job_that_raises(sessions):
 
 
 def test_only_the_listened_kinds_are_taken(sessions):
-    print_, = enqueue(sessions, JobKind.PRINT)
+    enqueue(sessions, JobKind.PRINT)
     preview, = enqueue(sessions)
     recorder = Recorder(sessions)
     with LocalDispatcher(session_factory=sessions, run_job=recorder, kinds=["preview"], poll_seconds=0.05):
@@ -126,7 +130,8 @@ def test_only_the_listened_kinds_are_taken(sessions):
 
 
 def test_stop_ends_idle_threads_and_refuses_bad_thread_counts(sessions):
-    dispatcher = LocalDispatcher(session_factory=sessions, run_job=Recorder(sessions), threads=2, poll_seconds=3600)
+    dispatcher = LocalDispatcher(session_factory=sessions, run_job=Recorder(sessions), threads=2,
+                                 poll_seconds=3600)
     dispatcher.start()
     with pytest.raises(RuntimeError, match="already started"):
         dispatcher.start()

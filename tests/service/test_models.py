@@ -9,15 +9,24 @@ tests never see each other's rows.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
 from impasto.service.db import make_engine, migrate, normalize_url, session_factory
-from impasto.service.models import (Base, Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait,
-                                    new_order_number)
+from impasto.service.models import (
+    Base,
+    Email,
+    Job,
+    JobKind,
+    JobStatus,
+    Order,
+    OrderStatus,
+    Portrait,
+    new_order_number,
+)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -139,7 +148,7 @@ def test_defaults_round_trip_with_aware_utc_times(sessions):
         assert job.status is JobStatus.QUEUED and job.kind is JobKind.PREVIEW
         assert job.params == {"seed": 3} and job.attempts == 0 and job.cancel_requested is False
         assert job.created_at.tzinfo is not None
-        assert abs(job.created_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
+        assert abs(job.created_at - datetime.now(UTC)) < timedelta(minutes=1)
         assert job.portrait.public_id == public_id
     assert len(public_id) >= 32   # 24 random bytes, URL-safe
 
@@ -157,10 +166,10 @@ def test_status_values_are_checked_by_the_database(engine, sessions):
         add_portrait(session)
         session.commit()
     with engine.connect() as connection, pytest.raises(IntegrityError):
-        connection.execute(text("INSERT INTO jobs (portrait_id, kind, style, params, priority, status, attempts, "
-                                "max_attempts, progress, iteration, total, cancel_requested, created_at) "
-                                "VALUES (1, 'preview', 's', '{}', 0, 'exploded', 0, 3, 0, 0, 0, false, "
-                                "'2024-01-01')"))
+        connection.execute(text("INSERT INTO jobs (portrait_id, kind, style, params, priority, status, "
+                                "attempts, max_attempts, progress, iteration, total, cancel_requested, "
+                                "created_at) VALUES (1, 'preview', 's', '{}', 0, 'exploded', 0, 3, 0, 0, 0, "
+                                "false, '2024-01-01')"))
 
 
 def test_jobs_need_an_existing_portrait(sessions):

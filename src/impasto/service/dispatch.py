@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -80,7 +80,8 @@ class Dispatcher(Protocol):
 def list_workers(*, session: Session) -> list[WorkerInfo]:
     """Every worker row (embedded threads and farm machines alike), by name."""
     now = utcnow()
-    return [WorkerInfo.from_row(row, now=now) for row in session.scalars(select(Worker).order_by(Worker.name))]
+    rows = session.scalars(select(Worker).order_by(Worker.name))
+    return [WorkerInfo.from_row(row, now=now) for row in rows]
 
 
 class LocalDispatcher:
@@ -95,8 +96,9 @@ class LocalDispatcher:
     """
 
     def __init__(self, *, session_factory: sessionmaker[Session], run_job: Callable[[int], object],
-                 threads: int = 1, poll_seconds: float = POLL_SECONDS, kinds: Iterable[JobKind | str] = tuple(JobKind),
-                 device: str = "auto", memory_bytes: int | None = None, requeue_running_on_start: bool = True):
+                 threads: int = 1, poll_seconds: float = POLL_SECONDS,
+                 kinds: Iterable[JobKind | str] = tuple(JobKind), device: str = "auto",
+                 memory_bytes: int | None = None, requeue_running_on_start: bool = True):
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.session_factory, self.run_job = session_factory, run_job
@@ -125,10 +127,11 @@ class LocalDispatcher:
                     log.warning("requeued %d job(s) left running by an earlier process", count)
             for name in self.names:
                 jobs.register_worker(session=session, name=name, host=self.host, device=self.device,
-                                     queues=[kind.value for kind in self.kinds], memory_bytes=self.memory_bytes)
-        self._threads = [threading.Thread(target=self._loop, args=(name, wake), name=f"impasto-worker-{index}",
-                                          daemon=True)
-                         for index, (name, wake) in enumerate(zip(self.names, self._wake))]
+                                     queues=[kind.value for kind in self.kinds],
+                                     memory_bytes=self.memory_bytes)
+        self._threads = [threading.Thread(target=self._loop, args=(name, wake), daemon=True,
+                                          name=f"impasto-worker-{index}")
+                         for index, (name, wake) in enumerate(zip(self.names, self._wake, strict=True))]
         for thread in self._threads:
             thread.start()
         log.info("local dispatcher started: %d render thread(s) for %s", len(self._threads),
@@ -138,7 +141,7 @@ class LocalDispatcher:
         self.stopping.set()
         self.notify()
         still_running = []
-        for name, thread in zip(self.names, self._threads):
+        for name, thread in zip(self.names, self._threads, strict=True):
             thread.join(timeout_seconds)
             if thread.is_alive():
                 still_running.append(name)
@@ -147,7 +150,8 @@ class LocalDispatcher:
                 if name not in still_running:
                     jobs.remove_worker(session=session, name=name)
         if still_running:
-            log.warning("render thread(s) %s still running after %s s", ", ".join(still_running), timeout_seconds)
+            log.warning("render thread(s) %s still running after %s s", ", ".join(still_running),
+                        timeout_seconds)
         self._threads = []
 
     def notify(self) -> None:
@@ -158,7 +162,7 @@ class LocalDispatcher:
         with self.session_factory() as session:
             return [info for info in list_workers(session=session) if info.name in self.names]
 
-    def __enter__(self) -> LocalDispatcher:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -194,7 +198,7 @@ class LocalDispatcher:
         self._safely(self._seen, name, job_id)
         try:
             self.run_job(job_id)
-        except Exception:  # noqa: BLE001 - run_job records its own failures; this is a bug, keep serving
+        except Exception:
             log.exception("run_job(%s) raised; its lease will expire and it will be retried", job_id)
         finally:
             self._safely(self._seen, name, None, finished_job=True)
@@ -207,6 +211,6 @@ class LocalDispatcher:
         """Run a bookkeeping step; a database hiccup is logged and the loop carries on."""
         try:
             return step(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - a render thread must outlive a database restart
+        except Exception:
             log.exception("render thread: %s failed", step.__name__)
             return None

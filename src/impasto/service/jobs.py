@@ -31,8 +31,20 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, aliased
 
 from impasto.errors import ImpastoError
-from impasto.service.models import (DEFAULT_MAX_ATTEMPTS, PREVIEW_PRIORITY, PRINT_PRIORITY, Email, EmailStatus,
-                                    Job, JobKind, JobStatus, Order, OrderStatus, Worker, utcnow)
+from impasto.service.models import (
+    DEFAULT_MAX_ATTEMPTS,
+    PREVIEW_PRIORITY,
+    PRINT_PRIORITY,
+    Email,
+    EmailStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Order,
+    OrderStatus,
+    Worker,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +121,7 @@ def enqueue(*, session: Session, portrait_id: int, kind: JobKind | str, style: s
 
 
 def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
-    from impasto.engine.params import RenderParams   # here, not at import: it pulls in torch
+    from impasto.engine.params import RenderParams  # here, not at import: it pulls in torch
     from impasto.errors import ParamError
 
     unknown = sorted(set(params) - set(RenderParams.model_fields))
@@ -239,7 +251,8 @@ def fail(*, session: Session, job_id: int, error: str, retry: bool = True, worke
     running (ours).
     """
     now = now or utcnow()
-    status = _end_attempt(session, _running(job_id, worker), error=error[:MAX_ERROR_CHARS], retry=retry, now=now)
+    status = _end_attempt(session, _running(job_id, worker), error=error[:MAX_ERROR_CHARS], retry=retry,
+                          now=now)
     session.commit()
     if status is not None:
         log.log(logging.INFO if status is JobStatus.QUEUED else logging.WARNING,
@@ -247,7 +260,8 @@ def fail(*, session: Session, job_id: int, error: str, retry: bool = True, worke
     return status
 
 
-def _end_attempt(session: Session, where: list, *, error: str, retry: bool, now: datetime) -> JobStatus | None:
+def _end_attempt(session: Session, where: list, *, error: str, retry: bool,
+                 now: datetime) -> JobStatus | None:
     """Cancelled if asked; else queued again while attempts remain; else failed."""
     if _set(session, [*where, Job.cancel_requested.is_(True)], status=JobStatus.CANCELLED, error=error,
             finished_at=now, lease_expires_at=None):
@@ -346,8 +360,8 @@ def set_order_status(*, session: Session, order_id: int, status: OrderStatus | s
     values = {"status": status, "updated_at": now}
     if status in _ORDER_TIMESTAMPS:
         values[_ORDER_TIMESTAMPS[status]] = now
-    result = session.execute(update(Order).where(Order.id == order_id, Order.status == current).values(**values)
-                             .execution_options(synchronize_session=False))
+    result = session.execute(update(Order).where(Order.id == order_id, Order.status == current)
+                             .values(**values).execution_options(synchronize_session=False))
     if result.rowcount == 0:
         raise OrderStatusError(f"order {order.number} changed status meanwhile; try again")
     session.refresh(order)
@@ -392,8 +406,8 @@ def deliver_pending(*, session: Session, send: Callable[[Email], None], now: dat
     leaves the row to be retried after ``EMAIL_SEND_LEASE_SECONDS``: at least once delivery.
     """
     due_at = now or utcnow()
-    ids = session.scalars(select(Email.id).where(Email.status == EmailStatus.PENDING, Email.next_attempt_at <= due_at)
-                          .order_by(Email.next_attempt_at, Email.id).limit(limit)).all()
+    due = select(Email.id).where(Email.status == EmailStatus.PENDING, Email.next_attempt_at <= due_at)
+    ids = session.scalars(due.order_by(Email.next_attempt_at, Email.id).limit(limit)).all()
     session.commit()
     sent = 0
     for email_id in ids:
@@ -432,8 +446,8 @@ def _email_failed(session: Session, email: Email, exc: Exception, now: datetime,
         last_error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
         next_attempt_at=now + timedelta(seconds=delay_seconds)))
     session.commit()
-    log.warning("email %s to %s: send failed (attempt %s): %s; %s", email.dedupe_key, email.to, email.attempts,
-                exc, "giving up" if final else f"retrying in {delay_seconds:.0f} s")
+    log.warning("email %s to %s: send failed (attempt %s): %s; %s", email.dedupe_key, email.to,
+                email.attempts, exc, "giving up" if final else f"retrying in {delay_seconds:.0f} s")
 
 
 def retry_delay_seconds(attempts: int) -> float:

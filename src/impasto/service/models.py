@@ -5,7 +5,7 @@ These SQLAlchemy 2 models are the single record of the schema; the Alembic migra
 
 Choices that hold across SQLite and PostgreSQL:
 
-- Status values are ``str`` enums stored as short strings with a CHECK constraint, not as
+- Status values are ``StrEnum``s stored as short strings with a CHECK constraint, not as
   PostgreSQL ENUM types: adding a status is then a one-line migration on both databases.
 - Timestamps are timezone-aware UTC in Python on both backends (``UTCDateTime``); SQLite
   keeps them as naive UTC text, which still sorts and compares correctly.
@@ -18,11 +18,24 @@ from __future__ import annotations
 
 import enum
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer,
-                        MetaData, String, Text, TypeDecorator)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -39,7 +52,7 @@ ORDER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"   # no 0/O, 1/I: read out on
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_public_id() -> str:
@@ -64,21 +77,21 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: pass an aware UTC time (models.utcnow())")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class JobKind(str, enum.Enum):
+class JobKind(enum.StrEnum):
     PREVIEW = "preview"
     PRINT = "print"
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -86,7 +99,7 @@ class JobStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-class OrderStatus(str, enum.Enum):
+class OrderStatus(enum.StrEnum):
     ORDERED = "ordered"
     RENDERING = "rendering"
     READY = "ready"
@@ -95,7 +108,7 @@ class OrderStatus(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-class EmailStatus(str, enum.Enum):
+class EmailStatus(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"

@@ -18,6 +18,11 @@ branch_labels = None
 depends_on = None
 
 
+def _status(name: str, *values: str) -> sa.Enum:
+    """A status column: VARCHAR(16) with a CHECK constraint, as ``models._str_enum`` makes it."""
+    return sa.Enum(*values, name=name, native_enum=False, create_constraint=True, length=16)
+
+
 def upgrade() -> None:
     op.create_table('emails',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -25,7 +30,7 @@ def upgrade() -> None:
     sa.Column('to', sa.String(length=320), nullable=False),
     sa.Column('template', sa.String(length=64), nullable=False),
     sa.Column('context', sa.JSON(), nullable=False),
-    sa.Column('status', sa.Enum('pending', 'sent', 'failed', name='email_status', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('status', _status('email_status', 'pending', 'sent', 'failed'), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
@@ -49,11 +54,12 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('portrait_id', sa.Integer(), nullable=False),
     sa.Column('parent_job_id', sa.Integer(), nullable=True),
-    sa.Column('kind', sa.Enum('preview', 'print', name='job_kind', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('kind', _status('job_kind', 'preview', 'print'), nullable=False),
     sa.Column('style', sa.String(length=64), nullable=False),
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('priority', sa.Integer(), nullable=False),
-    sa.Column('status', sa.Enum('queued', 'running', 'done', 'failed', 'cancelled', name='job_status', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('status', _status('job_status', 'queued', 'running', 'done', 'failed', 'cancelled'),
+              nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('progress', sa.Float(), nullable=False),
@@ -69,8 +75,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['parent_job_id'], ['jobs.id'], name=op.f('fk_jobs_parent_job_id_jobs'), ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['portrait_id'], ['portraits.id'], name=op.f('fk_jobs_portrait_id_portraits'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['parent_job_id'], ['jobs.id'],
+                            name=op.f('fk_jobs_parent_job_id_jobs'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['portrait_id'], ['portraits.id'],
+                            name=op.f('fk_jobs_portrait_id_portraits'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )
     op.create_index('ix_jobs_claim', 'jobs', ['status', 'priority', 'created_at', 'id'], unique=False)
@@ -86,7 +94,8 @@ def upgrade() -> None:
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('shipping_name', sa.String(length=200), nullable=False),
     sa.Column('shipping_address', sa.Text(), nullable=False),
-    sa.Column('status', sa.Enum('ordered', 'rendering', 'ready', 'printed', 'shipped', 'cancelled', name='order_status', native_enum=False, create_constraint=True, length=16), nullable=False),
+    sa.Column('status', _status('order_status', 'ordered', 'rendering', 'ready', 'printed', 'shipped',
+                                'cancelled'), nullable=False),
     sa.Column('payment_method', sa.String(length=16), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
@@ -94,9 +103,12 @@ def upgrade() -> None:
     sa.Column('printed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('shipped_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('cancelled_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['portrait_id'], ['portraits.id'], name=op.f('fk_orders_portrait_id_portraits'), ondelete='RESTRICT'),
-    sa.ForeignKeyConstraint(['preview_job_id'], ['jobs.id'], name=op.f('fk_orders_preview_job_id_jobs'), ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['print_job_id'], ['jobs.id'], name=op.f('fk_orders_print_job_id_jobs'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['portrait_id'], ['portraits.id'],
+                            name=op.f('fk_orders_portrait_id_portraits'), ondelete='RESTRICT'),
+    sa.ForeignKeyConstraint(['preview_job_id'], ['jobs.id'],
+                            name=op.f('fk_orders_preview_job_id_jobs'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['print_job_id'], ['jobs.id'],
+                            name=op.f('fk_orders_print_job_id_jobs'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
     sa.UniqueConstraint('number', name=op.f('uq_orders_number'))
     )
@@ -113,7 +125,8 @@ def upgrade() -> None:
     sa.Column('jobs_done', sa.Integer(), nullable=False),
     sa.Column('last_heartbeat_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['current_job_id'], ['jobs.id'], name=op.f('fk_workers_current_job_id_jobs'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['current_job_id'], ['jobs.id'],
+                            name=op.f('fk_workers_current_job_id_jobs'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workers')),
     sa.UniqueConstraint('name', name=op.f('uq_workers_name'))
     )
