@@ -79,6 +79,13 @@ def test_claim_only_takes_the_kinds_a_worker_listens_to(sessions, portrait_id):
     assert claim(sessions, kinds=[JobKind.PRINT]).id == print_
 
 
+def test_claim_by_id_takes_that_job_only_while_it_is_queued(sessions, portrait_id):
+    first, second = enqueue(sessions, portrait_id, count=2)
+    assert claim(sessions, job_id=second).id == second
+    assert claim(sessions, job_id=second) is None        # a broker's duplicate delivery
+    assert claim(sessions).id == first
+
+
 @pytest.mark.parametrize("threads", [4])
 def test_concurrent_claims_take_every_job_exactly_once(sessions, portrait_id, threads):
     ids = enqueue(sessions, portrait_id, count=50)

@@ -255,3 +255,33 @@ def test_a_job_that_is_not_running_is_left_alone(sqlite_sessions, shop):
     job_id = queue(sqlite_sessions, new_portrait(sqlite_sessions))
     assert worker.run_job(job_id, session_factory=sqlite_sessions, **shop) is None
     assert job_row(sqlite_sessions, job_id).status is JobStatus.QUEUED
+
+
+# --- wired together ----------------------------------------------------------------------
+
+def test_the_local_dispatcher_runs_real_renders_and_hands_back_on_stop(sqlite_sessions, shop):
+    import functools
+
+    from impasto.service.dispatch import LocalDispatcher
+
+    portrait_id = new_portrait(sqlite_sessions)
+    quick = queue(sqlite_sessions, portrait_id)
+    endless = queue(sqlite_sessions, portrait_id, JobKind.PRINT,
+                    params={"start_size": 0, "image_size": 32, "num_iterations": 5000})
+    stopping = threading.Event()
+    run = functools.partial(worker.run_job, session_factory=sqlite_sessions, **shop,
+                            progress_seconds=0.05, interrupt=stopping)
+    dispatcher = LocalDispatcher(session_factory=sqlite_sessions, run_job=run, poll_seconds=0.05,
+                                 stopping=stopping)
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 120
+        while job_row(sqlite_sessions, endless).iteration == 0:
+            assert time.monotonic() < deadline, "the print never started"
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop(timeout_seconds=120)
+    assert job_row(sqlite_sessions, quick).status is JobStatus.DONE
+    print_job = job_row(sqlite_sessions, endless)
+    assert (print_job.status, print_job.attempts) == (JobStatus.QUEUED, 0)
+    assert len(emails(sqlite_sessions)) == 1

@@ -7,7 +7,7 @@ a re-run from the admin). The farm's ``CeleryDispatcher`` (issue 6) offers the s
 protocol, so the app never knows which one it has.
 
 Stopping: ``stop()`` sets ``stopping``. A ``run_job`` that was given that event as its
-``interrupt`` (``worker.run_job(..., interrupt=dispatcher.stopping)``) hands its job back
+``interrupt`` (``worker.run_job(..., interrupt=stopping)``) hands its job back
 to the queue without using up an attempt; one that was not is waited for up to
 ``timeout_seconds``, and a render cut off by the process exiting is requeued at the next
 start (or when its lease expires).
@@ -87,9 +87,10 @@ def list_workers(*, session: Session) -> list[WorkerInfo]:
 class LocalDispatcher:
     """In-process render threads that take their jobs from the job table.
 
-    ``run_job(job_id)`` runs one claimed job to its end and records the outcome (usually
+    ``run_job(job_id)`` runs one claimed job to its end and records the outcome, usually
     ``functools.partial(worker.run_job, session_factory=…, storage=…, catalog=…,
-    settings=…, interrupt=dispatcher.stopping)``). Embedded mode is one process per
+    settings=…, interrupt=stopping)`` with the same ``stopping`` event given here, so
+    ``stop()`` hands running jobs back to the queue. Embedded mode is one process per
     database: at ``start()`` every ``running`` row is requeued as a crash's leftover. Run
     several processes on one database with ``requeue_running_on_start=False`` instead;
     expired leases then recover from crashes.
@@ -98,14 +99,15 @@ class LocalDispatcher:
     def __init__(self, *, session_factory: sessionmaker[Session], run_job: Callable[[int], object],
                  threads: int = 1, poll_seconds: float = POLL_SECONDS,
                  kinds: Iterable[JobKind | str] = tuple(JobKind), device: str = "auto",
-                 memory_bytes: int | None = None, requeue_running_on_start: bool = True):
+                 memory_bytes: int | None = None, requeue_running_on_start: bool = True,
+                 stopping: threading.Event | None = None):
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.session_factory, self.run_job = session_factory, run_job
         self.poll_seconds, self.kinds = poll_seconds, [JobKind(kind) for kind in kinds]
         self.device, self.memory_bytes = device, memory_bytes
         self.requeue_running_on_start = requeue_running_on_start
-        self.stopping = threading.Event()
+        self.stopping = stopping if stopping is not None else threading.Event()
         host = socket.gethostname()
         self.host = host
         self.names = [f"{host}:{os.getpid()}:{index}" for index in range(threads)]

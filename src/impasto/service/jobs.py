@@ -162,18 +162,23 @@ def rerun(*, session: Session, job_id: int) -> Job:
 # --- jobs: the worker side ---------------------------------------------------------------
 
 def claim(*, session: Session, worker: str, kinds: Iterable[JobKind | str] = tuple(JobKind),
-          lease_seconds: float = LEASE_SECONDS, now: datetime | None = None) -> Job | None:
+          job_id: int | None = None, lease_seconds: float = LEASE_SECONDS,
+          now: datetime | None = None) -> Job | None:
     """Take the next queued job (smallest priority, then oldest) for ``worker``; commits.
 
     One statement: ``UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) AND
     status = 'queued'``. On PostgreSQL, SKIP LOCKED lets concurrent claimers take
     different rows without waiting; SQLite has no FOR UPDATE but runs one writer at a
     time, and the ``status = 'queued'`` condition makes the UPDATE a compare-and-set.
+    ``job_id`` claims that job only (a broker delivered it by id): None unless it is queued.
     """
     now = now or utcnow()
     kinds = [JobKind(kind) for kind in kinds]
     queued = aliased(Job)
-    candidate = (select(queued.id).where(queued.status == JobStatus.QUEUED, queued.kind.in_(kinds))
+    wanted = [queued.status == JobStatus.QUEUED, queued.kind.in_(kinds)]
+    if job_id is not None:
+        wanted.append(queued.id == job_id)
+    candidate = (select(queued.id).where(*wanted)
                  .order_by(queued.priority, queued.created_at, queued.id).limit(1)
                  .with_for_update(skip_locked=True).scalar_subquery())
     statement = (update(Job).where(Job.id == candidate, Job.status == JobStatus.QUEUED)
@@ -182,12 +187,12 @@ def claim(*, session: Session, worker: str, kinds: Iterable[JobKind | str] = tup
                          lease_expires_at=now + timedelta(seconds=lease_seconds),
                          progress=0.0, iteration=0, total=0)
                  .returning(Job.id).execution_options(synchronize_session=False))
-    job_id = session.execute(statement).scalar_one_or_none()
+    claimed = session.execute(statement).scalar_one_or_none()
     session.commit()
-    if job_id is None:
+    if claimed is None:
         return None
-    job = session.get(Job, job_id, populate_existing=True)
-    log.info("job %s claimed by %s (attempt %s of %s)", job_id, worker, job.attempts, job.max_attempts)
+    job = session.get(Job, claimed, populate_existing=True)
+    log.info("job %s claimed by %s (attempt %s of %s)", claimed, worker, job.attempts, job.max_attempts)
     return job
 
 
