@@ -232,6 +232,13 @@ def test_a_photo_that_is_not_an_image_fails_for_good_with_the_reason(sqlite_sess
     assert emails(sqlite_sessions) == []
 
 
+def test_a_photo_missing_from_storage_fails_for_good(sqlite_sessions, shop):
+    shop["storage"].delete(PHOTO_KEY)
+    job_id = queue(sqlite_sessions, new_portrait(sqlite_sessions))
+    assert claim_and_run(sqlite_sessions, shop, job_id) is JobStatus.FAILED
+    assert job_row(sqlite_sessions, job_id).attempts == 1
+
+
 def test_a_style_missing_from_the_catalog_fails_for_good(sqlite_sessions, shop):
     shop["catalog"].remove("starry")
     job_id = queue(sqlite_sessions, new_portrait(sqlite_sessions))

@@ -14,8 +14,11 @@ done and queues the customer's email in the outbox (sent later by whoever runs
   thread renews the lease meanwhile (one iteration of a large print can outlast it), and
   either one learning of a cancel request stops the render at the next iteration.
 - Failures: an ImpastoError is the input's fault and is recorded as its message (a bad
-  photo or option fails for good at once; others are retried up to the attempt cap);
-  anything else is a bug, logged with its traceback and retried.
+  or missing photo, option or style fails for good at once; others are retried up to the
+  attempt cap); anything else is a bug, logged with its traceback and retried.
+- Emails are queued after the job's outcome is committed, in a second short transaction:
+  two previews finishing together then cannot both miss that all are done (the later
+  commit sees both). A process that dies between the two commits loses that email.
 """
 
 from __future__ import annotations
@@ -116,11 +119,12 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
 
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
-    """Errors that recur on every retry: the photo, the options, the style or the preview state."""
+    """Errors that recur on every retry: the photo (bad or gone), the options, the style, the state."""
     from impasto.catalog import CatalogError
+    from impasto.service.storage import KeyNotFound
     from impasto.state import StateError
 
-    return ImageError, ParamError, CatalogError, StateError
+    return ImageError, ParamError, CatalogError, StateError, KeyNotFound
 
 
 def _load_task(session_factory: sessionmaker[Session], job_id: int) -> _Task | None:
@@ -154,6 +158,9 @@ def _render(task: _Task, *, storage, catalog: Catalog, settings: Settings,
         workdir = Path(folder)
         photo = _image_from_bytes(storage.get(task.photo_key), workdir / "photo")
         parent = _stored_state(storage, task.parent_state_key, workdir / "parent.state")
+        if task.kind is JobKind.PRINT and parent is None:
+            log.warning("print job %s has no preview state to continue: rendering from the preset",
+                        task.job_id)
         params = _params(task, style, settings, parent.params if parent else None)
         own = (_stored_state(storage, state_key(task.job_id), workdir / "own.state")
                if task.attempts > 1 else None)
