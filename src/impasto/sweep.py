@@ -47,7 +47,8 @@ from impasto.files import atomic_path
 from impasto.scoring import Scorer
 
 log = logging.getLogger(__name__)
-NOT_SWEPT = ("print_iter", "save_iter")   # no loss lines or intermediates inside a sweep
+# no loss lines or intermediates inside a sweep; --mask needs several styles per render, a cell has one
+NOT_SWEPT = ("print_iter", "save_iter", "mask")
 LIST_SEPARATOR = ";"
 DEFAULT_MAX_CELLS = 200
 INDEX_JSON, INDEX_CSV, SHEET, CELLS = "index.json", "index.csv", "sheet.png", "cells"
