@@ -23,6 +23,7 @@ done and queues the customer's email in the outbox (sent later by whoever runs
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 import threading
@@ -59,6 +60,11 @@ def state_key(job_id: int) -> str:
     return f"jobs/{job_id}/state.safetensors"
 
 
+def snapshot_key(job_id: int) -> str:
+    """The picture a preview is painting right now (with ``run_job(snapshot_seconds=…)``)."""
+    return f"jobs/{job_id}/snapshot.jpg"
+
+
 class _Interrupted(Exception):
     """The dispatcher is stopping: hand the job back, it is not the job's fault."""
 
@@ -81,10 +87,13 @@ class _Task:
 def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, catalog: Catalog,
             settings: Settings, progress_seconds: float = jobs.PROGRESS_SECONDS,
             lease_seconds: float = jobs.LEASE_SECONDS,
-            interrupt: threading.Event | None = None) -> JobStatus | None:
+            interrupt: threading.Event | None = None,
+            snapshot_seconds: float | None = None) -> JobStatus | None:
     """Run the claimed job ``job_id`` to its end; returns its new status (None: not ours to run).
 
     ``interrupt`` (the dispatcher's ``stopping`` event) hands the job back to the queue.
+    ``snapshot_seconds``: a preview also stores its image in progress under ``snapshot_key``
+    at most this often, for the shop's live tiles (None: never).
     """
     task = _load_task(session_factory, job_id)
     if task is None:
@@ -95,6 +104,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
         with _LeaseKeeper(sessions=session_factory, **fenced, lease_seconds=lease_seconds, stop=stop):
             report = _progress_reporter(sessions=session_factory, **fenced, seconds=progress_seconds,
                                         lease_seconds=lease_seconds, stop=stop, interrupt=interrupt)
+            if snapshot_seconds and task.kind is JobKind.PREVIEW:
+                report = _with_snapshots(report, storage, job_id, snapshot_seconds)
             result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report)
     except RenderCancelled:
         log.info("job %s cancelled while rendering", job_id)
@@ -242,6 +253,25 @@ def _progress_reporter(*, sessions: sessionmaker[Session], job_id: int, worker: 
                                         lease_seconds=lease_seconds):
                     raise RenderCancelled(f"job {job_id} cancelled")
     return report
+
+
+def _with_snapshots(report: Callable[[Progress], None], storage, job_id: int,
+                    seconds: float) -> Callable[[Progress], None]:
+    """``report``, then at most every ``seconds`` the image in progress as a JPEG (best effort)."""
+    throttle = jobs.Throttle(seconds)
+
+    def report_and_snapshot(progress: Progress) -> None:
+        report(progress)
+        if progress.iteration < progress.total and throttle.due():
+            try:
+                from impasto import imaging
+
+                buffer = io.BytesIO()
+                imaging.to_pil(progress.image()).save(buffer, format="JPEG", quality=85)
+                storage.put(snapshot_key(job_id), buffer.getvalue(), content_type="image/jpeg")
+            except Exception:     # a snapshot is a nicety: never fail the render for it
+                log.warning("job %s: snapshot not stored", job_id, exc_info=True)
+    return report_and_snapshot
 
 
 class _LeaseKeeper:
