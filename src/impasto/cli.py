@@ -153,6 +153,8 @@ def build_parser() -> Parser:
     _add_preview(commands, common)
     _add_sweep(commands, common)
     _add_styles(commands, common, RenderParams)
+    _add_serve(commands, common)
+    _add_worker(commands, common)
     return parser
 
 
@@ -499,6 +501,173 @@ class SweepBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+# --- impasto serve ---------------------------------------------------------------------
+
+SERVE_EPILOG = """\
+Everything runs in this process: the web shop (FastAPI under uvicorn), a SQLite database,
+local-file storage and render threads, all under $IMPASTO_DATA_DIR (default: the user
+data folder). IMPASTO_* environment variables configure the rest (README: "The shop"):
+IMPASTO_ADMIN_PASSWORD opens /admin, IMPASTO_SMTP_URL sends the emails,
+IMPASTO_DATABASE_URL and IMPASTO_STORAGE_URL move data to PostgreSQL and S3."""
+
+
+def _add_serve(commands, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser(
+        "serve", parents=[common], help="run the shop: web app, database, storage and render threads",
+        description="Serve the portrait shop on one machine, with no other server needed.",
+        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="render threads (default: $IMPASTO_WORKERS, else 1)")
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    from impasto.service.app import create_app
+
+    settings = _serve_settings(args)
+    try:   # a clear line now rather than uvicorn's traceback later
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as exc:
+        raise ImpastoError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    _migrate(settings)
+    app = create_app(settings)
+    admin = "" if settings.admin_password.get_secret_value() else " (closed until IMPASTO_ADMIN_PASSWORD is set)"
+    print(f"impasto shop: {settings.public_url.rstrip('/')}/ — admin: {settings.public_url.rstrip('/')}/admin"
+          f"{admin}; Ctrl-C stops", flush=True)
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=True,
+                log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def _serve_settings(args: argparse.Namespace):
+    import os
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from impasto.config import Settings
+
+    if not 0 < args.port < 65536:
+        raise ImpastoError(f"--port must be 1..65535, not {args.port}")
+    if args.workers is not None and args.workers < 1:
+        raise ImpastoError(f"--workers must be at least 1, not {args.workers}")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "IMPASTO_" + "_".join(str(part) for part in error["loc"][:1]).upper()
+        raise ImpastoError(f"configuration: {name}: {error['msg']}") from None
+    except SettingsError as exc:     # a value that is not valid JSON where JSON is expected
+        raise ImpastoError(f"configuration: {exc} (IMPASTO_* variables)") from None
+    updates: dict[str, Any] = {}
+    if args.workers is not None:
+        updates["workers"] = args.workers
+    if not os.environ.get("IMPASTO_PUBLIC_URL"):
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        updates["public_url"] = f"http://{host if ':' not in host else f'[{host}]'}:{args.port}"
+    return settings.model_copy(update=updates)
+
+
+def _migrate(settings) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from impasto.service.db import migrate
+
+    try:
+        migrate(settings.resolved_database_url())
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ImpastoError(f"database: {reason}") from None
+
+
+# --- impasto worker ---------------------------------------------------------------------
+
+WORKER_EPILOG = """\
+One worker per device: on a machine with two GPUs run two, with --device cuda:0 and
+--device cuda:1. A worker takes one job at a time; the broker hands the next queued job
+to whichever worker is idle. Without --queues, a GPU with 8 GB or more renders previews
+and prints, a smaller GPU or a CPU previews only. Every worker of a farm and the shop
+use the same database, storage and catalog (IMPASTO_DATABASE_URL, IMPASTO_STORAGE_URL,
+IMPASTO_CATALOG_DIR) and the same IMPASTO_PUBLIC_URL, for the links in the emails.
+See docs/farm.md."""
+
+
+def _add_worker(commands, common: argparse.ArgumentParser) -> None:
+    worker = commands.add_parser(
+        "worker", parents=[common], help="render the shop's jobs on this machine's device (a farm worker)",
+        description="Run a render worker: take jobs from the broker's queues, render them on DEVICE, "
+                    "store the results and record them in the job table.",
+        epilog=WORKER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    worker.add_argument("--broker", metavar="URL",
+                        help="amqp://user:pass@host:5672/vhost or redis://host:6379/0 "
+                             "(default: $IMPASTO_BROKER_URL)")
+    worker.add_argument("--queues", type=_comma_list(str), metavar="QUEUE[,QUEUE]",
+                        help="preview, print or both (default: from the device's memory)")
+    worker.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="auto, cpu, cuda or cuda:N (default: auto: the first GPU, else the CPU)")
+    worker.add_argument("--name", help="this worker's name in the admin (default: HOST:DEVICE:PID)")
+    worker.add_argument("--database-url", metavar="URL", help="the job table (default: $IMPASTO_DATABASE_URL)")
+    worker.add_argument("--storage-url", metavar="URL",
+                        help="file:///path or s3://bucket/prefix (default: $IMPASTO_STORAGE_URL)")
+    worker.add_argument("--memory-budget", metavar="BYTES",
+                        help="a print's memory budget, e.g. 20GB (default: 85%% of the GPU's memory, "
+                             "50%% of the RAM on a CPU)")
+    worker.add_argument("--lease-seconds", type=float, metavar="S",
+                        help="a job whose worker is silent this long is given to another (default: 300)")
+    worker.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from impasto.service import farm_worker
+    from impasto.service.celery_app import check_broker_url, redact
+
+    setup_logging(args.verbose + (0 if args.quiet else 1))
+    settings = _farm_settings({"broker_url": args.broker, "database_url": args.database_url,
+                               "storage_url": args.storage_url})
+    if not settings.broker_url:
+        raise UsageError("give --broker URL (or set IMPASTO_BROKER_URL)")
+    check_broker_url(settings.broker_url)
+    if args.memory_budget:
+        from impasto.engine.memory import parse_bytes
+
+        parse_bytes(args.memory_budget)
+    if args.lease_seconds is not None and args.lease_seconds < 3:
+        raise UsageError(f"--lease-seconds {args.lease_seconds}: at least 3")
+    machine = farm_worker.detect_machine(args.device)
+    config = farm_worker.WorkerConfig(
+        name=args.name or farm_worker.default_name(machine), machine=machine,
+        queues=farm_worker.choose_queues(machine, args.queues),
+        budget=args.memory_budget or farm_worker.memory_budget(machine), settings=settings)
+    if args.lease_seconds is not None:
+        config.lease_seconds = args.lease_seconds
+    if not args.quiet:
+        print(f"impasto worker {config.name}: {machine.device}, {machine.memory_bytes / 2**30:.1f} GB, "
+              f"queues {','.join(config.queues)}, broker {redact(settings.broker_url)}; "
+              f"Ctrl-C stops after the current job", flush=True)
+    celery_level = "INFO" if args.verbose >= 2 else "WARNING"
+    return farm_worker.run_worker(config, loglevel=celery_level)
+
+
+def _farm_settings(overrides: dict[str, Any]):
+    from pydantic import ValidationError
+
+    from impasto.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise UsageError(f"configuration: IMPASTO_{str(error['loc'][0]).upper()}: {error['msg']}") from None
+    return settings.model_copy(update={key: value for key, value in overrides.items() if value})
 
 
 # --- entry point -----------------------------------------------------------------------

@@ -1,0 +1,215 @@
+"""The shop's small security kit: the secret key, signed values, CSRF, admin login, rate limits.
+
+- **Secret key**: ``Settings.secret_key``, else a random key generated once per data dir
+  (``<data_dir>/secret_key``, mode 0600), so signed URLs and cookies survive a restart.
+- **Signed values** (``Signer``): ``value.expiry.mac`` with an HMAC-SHA256 over a
+  *purpose* too, so a CSRF token can never pass as an admin session or the reverse.
+- **CSRF**: signed double submit. The ``impasto_csrf`` cookie holds a random nonce; every
+  form carries ``csrf_token`` = the nonce signed with the secret. A cross-site page can make
+  the browser send the cookie but can neither read it nor forge its signature; a cookie
+  planted from a sibling domain fails too, as its forger has no secret.
+- **Admin**: a login form sets ``impasto_admin``, a signed, expiring, HttpOnly,
+  SameSite=Strict cookie; HTTP Basic works as well (scripts, curl). Passwords compare in
+  constant time. No ``Settings.admin_password``: the admin stays closed (403) for everyone.
+- **Rate limits** (``RateLimiter``): a sliding window per key (an IP, an email) kept in
+  memory — one process serves the shop in embedded mode; behind several app processes each
+  counts on its own, so the effective limit multiplies (a shared store would be next).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from pathlib import Path
+
+from impasto.errors import ImpastoError
+
+log = logging.getLogger(__name__)
+
+CSRF_COOKIE = "impasto_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+ADMIN_COOKIE = "impasto_admin"
+ADMIN_SESSION_SECONDS = 12 * 3600
+SECRET_FILE = "secret_key"
+MIN_SECRET_BYTES = 16
+
+
+class SecurityError(ImpastoError):
+    """A configuration the security kit refuses (a secret key too short to sign with)."""
+
+
+def load_secret(secret_key: str, data_dir: Path) -> bytes:
+    """The signing key: the configured one, else one generated and kept in ``data_dir``."""
+    if secret_key:
+        if len(secret_key.encode()) < MIN_SECRET_BYTES:
+            raise SecurityError(f"IMPASTO_SECRET_KEY must be at least {MIN_SECRET_BYTES} characters")
+        return secret_key.encode()
+    path = Path(data_dir) / SECRET_FILE
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:   # O_EXCL: two processes starting together agree on one key
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    log.info("generated a new secret key in %s", path)
+    return key.encode()
+
+
+def _read_secret(path: Path) -> bytes:
+    key = path.read_text().strip()
+    if len(key) < MIN_SECRET_BYTES:
+        raise SecurityError(f"the secret key in {path} is too short; delete it to make a new one")
+    return key.encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class Signer:
+    """HMAC-SHA256 signatures over ``purpose``, ``value`` and an expiry (unix seconds)."""
+
+    def __init__(self, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise SecurityError("a signing secret needs at least 16 bytes")
+        self._secret = bytes(secret)
+        self.clock = clock
+
+    def mac(self, purpose: str, value: str, expires: int) -> str:
+        message = "\0".join([purpose, value, str(expires)]).encode()
+        return _b64(hmac.new(self._secret, message, hashlib.sha256).digest())
+
+    def sign(self, purpose: str, value: str, *, seconds: int) -> str:
+        """``value.expires.mac``; ``value`` must not contain ``.``."""
+        if "." in value:
+            raise ValueError("a signed value may not contain '.'")
+        expires = int(self.clock()) + seconds
+        return f"{value}.{expires}.{self.mac(purpose, value, expires)}"
+
+    def unsign(self, purpose: str, token: str | None) -> str | None:
+        """The value of a valid, unexpired token; None for anything else (never raises)."""
+        if not token or not isinstance(token, str) or len(token) > 512:
+            return None
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        value, expires, mac = parts[0], int(parts[1]), parts[2]
+        if expires < self.clock():
+            return None
+        if not hmac.compare_digest(self.mac(purpose, value, expires).encode(), mac.encode("utf-8", "replace")):
+            return None
+        return value
+
+
+# --- CSRF --------------------------------------------------------------------------------
+
+CSRF_SECONDS = 7 * 24 * 3600
+
+
+def new_csrf_nonce() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token_for(signer: Signer, nonce: str) -> str:
+    """The form field value for the cookie's nonce (its own expiry: a week-old page fails)."""
+    return signer.sign("csrf", nonce, seconds=CSRF_SECONDS)
+
+
+def csrf_valid(signer: Signer, cookie_nonce: str | None, submitted: str | None) -> bool:
+    """Whether ``submitted`` is a valid signature of the nonce in the visitor's cookie."""
+    if not cookie_nonce:
+        return False
+    value = signer.unsign("csrf", submitted)
+    return value is not None and hmac.compare_digest(value.encode(), cookie_nonce.encode("utf-8", "replace"))
+
+
+# --- admin -------------------------------------------------------------------------------
+
+def password_matches(expected: str, user: str, password: str, *, expected_user: str) -> bool:
+    """Constant-time comparison of both the user name and the password."""
+    ok_user = hmac.compare_digest(user.encode("utf-8", "replace"), expected_user.encode())
+    ok_password = hmac.compare_digest(password.encode("utf-8", "replace"), expected.encode())
+    return bool(expected) and ok_user and ok_password
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an ``Authorization: Basic …`` header, else None."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+def admin_session(signer: Signer, password: str) -> str:
+    """An admin cookie; bound to the password, so changing it logs every session out."""
+    return signer.sign(f"admin:{_fingerprint(password)}", "admin", seconds=ADMIN_SESSION_SECONDS)
+
+
+def admin_session_valid(signer: Signer, password: str, token: str | None) -> bool:
+    return bool(password) and signer.unsign(f"admin:{_fingerprint(password)}", token) == "admin"
+
+
+def _fingerprint(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
+# --- rate limits -------------------------------------------------------------------------
+
+class RateLimiter:
+    """At most ``limit`` hits per key in any ``window_seconds`` (a sliding window).
+
+    ``hit(key)`` records a hit and says whether it is allowed; a refused hit is not
+    recorded, so a client that backs off gets in again when its oldest hit ages out.
+    At most ``max_keys`` keys are remembered (the least recently used are dropped), so a
+    flood of spoofed keys cannot grow memory without bound.
+    """
+
+    def __init__(self, limit: int, window_seconds: float = 3600.0, *, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_seconds, self.max_keys, self.clock = limit, window_seconds, max_keys, clock
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> bool:
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.pop(key, None) or deque()
+            while hits and hits[0] <= now - self.window_seconds:
+                hits.popleft()
+            allowed = len(hits) < self.limit
+            if allowed:
+                hits.append(now)
+            self._hits[key] = hits
+            while len(self._hits) > self.max_keys:
+                self._hits.popitem(last=False)
+            return allowed
+
+    def retry_after_seconds(self, key: str) -> int:
+        """Seconds until ``key`` may hit again (0 when it may now)."""
+        with self._lock:
+            hits = self._hits.get(key)
+            if not hits or len(hits) < self.limit:
+                return 0
+            return max(1, int(hits[0] + self.window_seconds - self.clock()) + 1)
