@@ -66,6 +66,7 @@ class Shop:
     login_limit: RateLimiter
     templates: Any = None
     outbox: OutboxSender | None = None
+    outbox_seconds: float = OUTBOX_POLL_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
 
@@ -83,7 +84,7 @@ class Shop:
 
         migrate(self.engine)
         self.dispatcher.start()
-        self.outbox = OutboxSender(self.sessions, self.mailer)
+        self.outbox = OutboxSender(self.sessions, self.mailer, interval_seconds=self.outbox_seconds)
         self.outbox.start()
         self.started = True
 
