@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-from impasto.engine import RenderParams, render
+from impasto.engine import RenderParams, memory, render
 from impasto.engine.memory import parse_bytes, plan_memory
 from impasto.errors import ParamError
 
@@ -43,8 +43,37 @@ def test_tile_size_grows_with_the_budget_and_history_shrinks_only_when_it_must()
     assert tiles == sorted(tiles)
     histories = [p.lbfgs_history for p in plans]
     assert histories == sorted(histories) and histories[0] < 100
-    # L-BFGS history within its share: 2 image-sized float32 vectors a step
-    assert 2 * histories[0] * 3 * 4096 * 4096 * 4 <= 0.5 * 4 * 2**30
+    # a shortened history gets at most its share of what the fixed buffers leave;
+    # a float16 (s, y) pair is one image-sized float32 vector
+    pixels = 3 * 4096 * 4096 * 4
+    assert histories[0] * pixels <= memory.HISTORY_SHARE * 4 * 2**30
+    assert all(p.lean and p.history_dtype == torch.float16 for p in plans)
+
+
+def test_the_history_is_never_longer_than_the_scale_can_fill():
+    # with N evaluations L-BFGS stores N - 2 pairs: no room is kept for more
+    assert plan_memory(RenderParams(memory_budget="4GB", num_iterations=3), 2048, 2048).lbfgs_history == 1
+    assert plan_memory(RenderParams(memory_budget="4GB", num_iterations=12), 2048, 2048).lbfgs_history == 10
+    few, many = (plan_memory(RenderParams(memory_budget="4GB", num_iterations=n), 2048, 2048) for n in (3, 400))
+    assert few.tile_size > many.tile_size   # what the history does not need goes to the tile
+
+
+def test_the_plan_counts_every_full_size_buffer():
+    """Process + weights + buffers + targets + history + the tile's estimate fit the budget."""
+    from impasto.engine.tiling import estimate_tile_bytes
+
+    budget = 4 * 2**30
+    for size in (1024, 2048, 4096):
+        params = RenderParams(memory_budget="4GB", num_iterations=50)
+        plan = plan_memory(params, size, size)
+        pixels = 3 * size * size * 4
+        targets = 512 * (size // 8) ** 2 * 2                       # relu4_2 in float16
+        history = plan.lbfgs_history * pixels                       # float16 (s, y) pairs
+        tile = estimate_tile_bytes(plan.tile_size, [*params.content_layers, *params.style_layers])
+        used = memory.PROCESS_BYTES + memory.WEIGHTS_BYTES + 4 * pixels + targets + history + tile
+        assert used <= memory.SAFETY * budget, size
+        assert plan.target_dtype == torch.float16 and plan.tile_size > 0
+    # the photo, the image and two gradients at 4096²: 805 MB; torch's L-BFGS alone held ~1.2 GB
 
 
 def test_a_budget_too_small_for_the_render_is_a_clear_error():
@@ -53,20 +82,19 @@ def test_a_budget_too_small_for_the_render_is_a_clear_error():
 
 
 def test_a_budget_that_forces_tiles_keeps_the_whole_image_gradient(monkeypatch):
-    # Pretend the weights take almost all of 1 GB, so a small image must be tiled.
-    from impasto.engine import memory
+    # Pretend the process takes almost all of 1 GB, so a small image must be tiled.
     from impasto.engine.features import build_extractor
     from impasto.engine.tiling import TiledObjective
 
     render_module = importlib.import_module("impasto.engine.render")
-    monkeypatch.setattr(memory, "WEIGHTS_BYTES", 2**30 - 28 * 2**20)  # leaves ~10 MiB for VGG
+    monkeypatch.setattr(memory, "PROCESS_BYTES", int(0.95 * 2**30) - memory.WEIGHTS_BYTES - 18 * 2**20)
     torch.manual_seed(0)
     content, style = torch.rand(1, 3, 72, 96), torch.rand(1, 3, 64, 64)
     params = RenderParams(image_size=96, content_layers=["relu2_2"], style_layers=["relu1_1", "relu2_1"],
                           memory_budget="1GB")
     extractor = build_extractor("vgg16", [*params.content_layers, *params.style_layers])
-    tiled, used = render_module._objective_for(extractor, content, [style], params)
-    assert isinstance(tiled, TiledObjective) and used.lbfgs_num_correction == 100
+    tiled, used, plan = render_module._objective_for(extractor, content, [style], params)
+    assert isinstance(tiled, TiledObjective) and used.lbfgs_num_correction == 100 and plan.lean
     whole = render_module.build_objective(extractor, content, [style], params)
     grads = []
     for objective in (tiled, whole):
@@ -77,3 +105,15 @@ def test_a_budget_that_forces_tiles_keeps_the_whole_image_gradient(monkeypatch):
 
     out = render(content, [style], params.model_copy(update={"num_iterations": 3}))
     assert out.shape == (1, 3, 72, 96)
+
+
+def test_under_a_budget_the_lean_optimizer_renders_what_torchs_does():
+    """Same start, same steps up to the float16 history's rounding (4 iterations: 2 pairs)."""
+    torch.manual_seed(1)
+    content, style = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 48)
+    params = RenderParams(image_size=64, start_size=0, num_iterations=6, content_layers=["relu2_2"],
+                          style_layers=["relu1_1", "relu2_1"])
+    plain = render(content, [style], params)
+    lean = render(content, [style], params.model_copy(update={"memory_budget": "2GB"}))
+    assert plan_memory(params.model_copy(update={"memory_budget": "2GB"}), 48, 64).lean
+    assert float((lean - plain).abs().max()) < 2 / 255

@@ -263,3 +263,34 @@ def test_render_with_tile_size_follows_the_whole_image_render():
     tiled = render(content, [style], RenderParams(**options, tile_size=32))
     assert tiled.shape == whole.shape
     assert (tiled - whole).abs().max() < 0.02
+
+
+# --- memory at print size (issue 3) ---------------------------------------------------------
+
+def test_striped_tv_is_the_whole_image_tv(monkeypatch):
+    from impasto.engine import tiling
+    from impasto.engine.losses import tv_loss
+
+    monkeypatch.setattr(tiling, "TV_STRIPE_VALUES", 3 * 37 * 5)   # 5 rows a stripe, a short last one
+    pixels = _image(23, 37, seed=21) * 255
+    leaf = pixels.clone().requires_grad_(True)
+    expected = tv_loss(leaf, 0.01)
+    expected.backward()
+    grad = torch.zeros_like(pixels)
+    value = tiling._tv_into(pixels, 0.01, grad)
+    assert value == pytest.approx(float(expected.detach()), rel=1e-12)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_float16_content_targets_change_the_loss_and_gradient_little(extractor):
+    # the budget's float16 relu targets: float32 renders, as prints run
+    content, style = _image(96, 96, seed=22).float(), _image(64, 64, seed=23).float()
+    pixels = _image(96, 96, seed=24).float() * 255
+    params = _params()
+    extractor32 = build_extractor("vgg16", LAYERS)
+    full = build_tiled_objective(extractor32, content, [style], params, tile_size=48)
+    half = build_tiled_objective(extractor32, content, [style], params, tile_size=48, target_dtype=torch.float16)
+    assert all(t.dtype == torch.float16 for t in half.content_targets.values())
+    (_, parts, grad), (_, parts16, grad16) = full.loss_and_grad(pixels), half.loss_and_grad(pixels)
+    assert parts16["content"] == pytest.approx(parts["content"], rel=1e-3)
+    assert float((grad16 - grad).norm() / grad.norm()) < 1e-3

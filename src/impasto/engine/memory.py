@@ -1,10 +1,26 @@
-"""``--memory-budget``: how a render fits in a given amount of memory.
+"""``--memory-budget``: how a render fits in a given amount of memory — the process's RSS.
 
-A scale needs (a) the VGG activations for forward and backward, (b) full-image buffers:
-pixels, gradient, content targets, and (c) the L-BFGS history, two image-sized vectors
-per remembered step. (a) is bounded by tiling (``tiling.py``); (c) grows with the print,
-so above some size the history is shortened to fit — L-BFGS works with a few steps of
-history, only less well. These are estimates from layer shapes, not measurements.
+A scale needs, besides the process itself (Python, torch, the VGG weights):
+
+- **full-size buffers**, each 3·H·W float32 (201 MB at 4096²): the photo (or the previous
+  scale's image) at this size; under a budget the lean L-BFGS (``lbfgs.py``) holds the image,
+  its gradient and the previous gradient — torch's optimiser held five to seven;
+- **content targets** at relu4_2: 512·(H/8)·(W/8) values, kept in float16 when tiled
+  under a budget (268 MB at 4096² instead of 537);
+- **the L-BFGS history**: one (s, y) pair per remembered step, in float16 under a budget
+  (one image-sized float32 vector a step). It is never longer than the scale's iterations
+  can fill (a pair from the third evaluation on), and shortened to at most
+  ``HISTORY_SHARE`` of what the rest leaves when the full history would not fit — L-BFGS
+  works with a few steps of history, only less well;
+- **one tile's activations** for forward and backward (``tiling.estimate_tile_bytes``):
+  the tile gets whatever is left, so a print uses its budget and is not slower than it must
+  be (large tiles waste less on halos), and memory stays flat as the print grows — only the
+  tile shrinks.
+
+These are estimates from layer shapes and measured factors, not measurements; ``SAFETY``
+leaves room for the allocator. ``bench/prints.py memory`` checks them (docs/benchmarks.md).
+The style images at full size are a set-up cost (their Grams are taken, then they are
+freed) and fit in what the optimiser takes later.
 """
 
 from __future__ import annotations
@@ -14,6 +30,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import torch
+
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import estimate_tile_bytes, model_geometry, tile_size_for_budget
 from impasto.errors import ParamError
@@ -22,9 +40,13 @@ log = logging.getLogger(__name__)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-WEIGHTS_BYTES = 80 * 2**20      # VGG conv weights in float32, with slack
-MIN_HISTORY = 5                 # below this L-BFGS is hardly better than gradient descent
-HISTORY_SHARE = 0.5             # at most this part of the budget goes to the L-BFGS history
+PROCESS_BYTES = 256 * 2**20   # Python, torch and impasto loaded (measured VmRSS: ~230 MiB)
+WEIGHTS_BYTES = 80 * 2**20    # VGG conv weights in float32, with slack
+MIN_HISTORY = 5               # below this L-BFGS is hardly better than gradient descent
+HISTORY_SHARE = 0.5           # at most this part of what is left goes to a shortened history
+SAFETY = 0.95                 # plan within this part of the budget: allocator slack
+LEAN_HISTORY_DTYPE = torch.float16
+LEAN_TARGET_DTYPE = torch.float16
 
 
 def parse_bytes(text: str) -> int:
@@ -40,36 +62,63 @@ def parse_bytes(text: str) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    tile_size: int          # 0: the whole image at once
+    tile_size: int                              # 0: the whole image at once
     lbfgs_history: int
+    lean: bool = False                          # the memory-lean L-BFGS (lbfgs.minimize)
+    history_dtype: torch.dtype | None = None    # its history storage (None: the image's)
+    target_dtype: torch.dtype | None = None     # tiled content targets (None: the features')
 
 
 def plan_memory(params: RenderParams, height: int, width: int) -> MemoryPlan:
-    """Tile size and L-BFGS history for an ``height``×``width`` scale within the budget."""
+    """Tile size, L-BFGS history and storage for a ``height``×``width`` scale in the budget."""
     if not params.memory_budget:
         return MemoryPlan(params.tile_size, params.lbfgs_num_correction)
     budget = parse_bytes(params.memory_budget)
+    usable = int(budget * SAFETY)
     layers = [*params.content_layers, *params.style_layers]
     pixels = 3 * height * width * 4
-    content_targets = sum(_layer_bytes(params, name, height, width) for name in params.content_layers)
-    fixed = WEIGHTS_BYTES + 4 * pixels + content_targets    # pixels, grad, optimiser temporaries
-    history = params.lbfgs_num_correction if params.optimizer == "lbfgs" else 0
-    affordable = int((budget * HISTORY_SHARE) // (2 * pixels)) if history else 0
-    if history and affordable < history:
-        history = affordable
-        if history < MIN_HISTORY:
-            raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
-                             f"memory budget (L-BFGS alone: {_mib(2 * MIN_HISTORY * pixels)}); "
-                             "raise --memory-budget or use --optimizer adam")
-        log.info("L-BFGS history shortened to %d steps to fit %s", history, params.memory_budget)
-    left = budget - fixed - 2 * history * pixels - (2 * pixels if params.optimizer == "adam" else 0)
+    lbfgs = params.optimizer == "lbfgs"
+    # the photo or previous scale at this size; lean L-BFGS: image, gradient, previous
+    # gradient; Adam (torch's): image, gradient, its autograd copy, two moments, a temporary
+    buffers = pixels * (1 + (3 if lbfgs else 6))
+    fixed = PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
+    step = pixels if lbfgs else 0          # an (s, y) pair in float16
+    history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
+    left = usable - fixed - history * step
     whole = estimate_tile_bytes(math.ceil(math.sqrt(height * width)), layers, model=params.model)
-    if whole <= left:
-        return MemoryPlan(params.tile_size, max(history, 1))
+    lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
+    # whole image: content targets in float32, counted above in float16
+    if whole + full_size_bytes(params, height, width, tiled=True) <= left:
+        return MemoryPlan(params.tile_size, max(history, 1), **lean,
+                          target_dtype=LEAN_TARGET_DTYPE if params.tile_size else None)
     if left <= 0:
         raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
                          f"memory budget for its buffers alone; raise --memory-budget")
-    return MemoryPlan(tile_size_for_budget(left, layers, model=params.model), max(history, 1))
+    tile = tile_size_for_budget(left, layers, model=params.model)
+    if params.tile_size:
+        tile = min(tile, params.tile_size)
+    return MemoryPlan(tile, max(history, 1), **lean, target_dtype=LEAN_TARGET_DTYPE)
+
+
+def _history(params: RenderParams, room: int, step: int, width: int, height: int) -> int:
+    """Steps of L-BFGS history: as asked, never more than the scale can fill, and at most
+    ``HISTORY_SHARE`` of ``room`` when all of it would not fit."""
+    wanted = min(params.lbfgs_num_correction, max(1, params.num_iterations - 2))
+    affordable = int(max(room, 0) * HISTORY_SHARE // step)
+    if affordable >= wanted:
+        return wanted
+    if affordable < min(MIN_HISTORY, wanted):
+        raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
+                         f"memory budget (L-BFGS alone: {_mib(min(MIN_HISTORY, wanted) * step)}); "
+                         "raise --memory-budget or use --optimizer adam")
+    log.info("L-BFGS history shortened to %d steps to fit %s", affordable, params.memory_budget)
+    return affordable
+
+
+def full_size_bytes(params: RenderParams, height: int, width: int, *, tiled: bool) -> int:
+    """Bytes of the content targets: float16 when tiled under a budget, else float32."""
+    per_value = 2 if tiled else 4
+    return sum(_layer_bytes(params, name, height, width) // 4 * per_value for name in params.content_layers)
 
 
 def _layer_bytes(params: RenderParams, layer: str, height: int, width: int) -> int:

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 
 from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
+from impasto.engine.lbfgs import minimize
 from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
 from impasto.engine.masks import Guide
-from impasto.engine.memory import plan_memory
+from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import build_tiled_objective
 from impasto.errors import ParamError
@@ -67,7 +68,7 @@ def fit_size(image: torch.Tensor, longest_side: int) -> torch.Tensor:
     if size == (h, w):
         return image
     return F.interpolate(image, size=size, mode="bicubic", align_corners=False,
-                         antialias=scale < 1).clamp(0, 1)
+                         antialias=scale < 1).clamp_(0, 1)
 
 
 class Objective(torch.nn.Module):
@@ -136,9 +137,9 @@ def initial_pixels(content: torch.Tensor, params: RenderParams, extractor: VGGFe
         start = fit_size(init_image.to(content), max(content.shape[-2:]))
         if start.shape != content.shape:
             start = F.interpolate(start, size=content.shape[-2:], mode="bicubic", align_corners=False)
-        return (start * PIXEL_SCALE).clone()
+        return start * PIXEL_SCALE   # a new tensor: no copy of a copy at print size
     if params.init == "image":
-        return (content * PIXEL_SCALE).clone()
+        return content * PIXEL_SCALE
     # Seeded on the CPU so the same seed gives the same start on every device.
     generator = torch.Generator().manual_seed(params.seed)
     noise = torch.randn(content.shape, generator=generator).to(content) * RANDOM_INIT_STD
@@ -152,11 +153,23 @@ def _mean_pixels(extractor: VGGFeatures) -> torch.Tensor:
 
 
 def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderParams,
-              callback: Callback | None) -> torch.Tensor:
-    """Run ``params.num_iterations`` loss evaluations of L-BFGS or Adam on ``pixels``."""
-    pixels = pixels.detach().requires_grad_(True)
+              callback: Callback | None, plan: MemoryPlan | None = None) -> torch.Tensor:
+    """Run ``params.num_iterations`` loss evaluations of L-BFGS or Adam on ``pixels``.
+
+    Under a memory budget (``plan.lean``) L-BFGS is ``lbfgs.minimize``: the same steps as
+    torch's optimiser with fewer image-sized buffers and a float16 history."""
     total = params.num_iterations
     started = time.perf_counter()
+    if plan is not None and plan.lean and params.optimizer == "lbfgs":
+        pixels = pixels.detach()
+
+        def report(count: int, parts: dict[str, float]) -> None:
+            if callback is not None:
+                callback(Progress(count, total, parts, time.perf_counter() - started, pixels))
+        return minimize(_loss_and_grad(objective), pixels, iterations=total,
+                        history_size=params.lbfgs_num_correction, history_dtype=plan.history_dtype,
+                        on_eval=report)
+    pixels = pixels.detach().requires_grad_(True)
     count = 0
 
     def closure() -> torch.Tensor:
@@ -183,18 +196,32 @@ def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderPa
     return pixels.detach()
 
 
+def _loss_and_grad(objective: torch.nn.Module):
+    """(loss, parts, gradient) of ``objective``: the tiled one's own, or by autograd."""
+    if hasattr(objective, "loss_and_grad"):
+        return objective.loss_and_grad
+
+    def evaluate(pixels: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor]:
+        leaf = pixels.detach().requires_grad_(True)
+        loss, parts = objective(leaf)
+        loss.backward()
+        return parts["total"], parts, leaf.grad
+    return evaluate
+
+
 def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: list[torch.Tensor],
-                   params: RenderParams, guide: Guide | None = None) -> tuple[torch.nn.Module, RenderParams]:
+                   params: RenderParams, guide: Guide | None = None
+                   ) -> tuple[torch.nn.Module, RenderParams, MemoryPlan]:
     """The whole-image objective, or its tiled twin (same gradient) when the scale is
     larger than the tile size — set, or chosen from ``memory_budget`` together with the
-    L-BFGS history (returned in the params the optimiser must use)."""
+    L-BFGS history (returned in the params the optimiser must use) — and the memory plan."""
     plan = plan_memory(params, *content_px.shape[-2:])
     params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
     if plan.tile_size and max(content_px.shape[-2:]) > plan.tile_size:
         log.info("tiles of %d px for a %s render", plan.tile_size, tuple(content_px.shape[-2:]))
         return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size,
-                                     guide=guide), params
-    return build_objective(extractor, content_px, style_px, params, guide), params
+                                     guide=guide, target_dtype=plan.target_dtype), params, plan
+    return build_objective(extractor, content_px, style_px, params, guide), params, plan
 
 
 def extractor_for(params: RenderParams) -> VGGFeatures:
@@ -232,10 +259,15 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
         style_px = [match_colors(s, content_px) for s in style_px]
     if guide is not None:
         guide = guide.resized(*content_px.shape[-2:]).to(device)
-    objective, params = _objective_for(extractor, content_px, style_px, params, guide)
+    objective, params, plan = _objective_for(extractor, content_px, style_px, params, guide)
+    del style_px  # their Grams are taken; at print size each is an image-sized buffer
     start = initial_pixels(content_px, params, extractor, init_image)
-    log.debug("render %s on %s", tuple(content_px.shape), device)
-    result = (_optimize(objective, start, params, callback) / PIXEL_SCALE).clamp(0, 1)
-    if params.original_colors:
-        result = original_colors(content_px, result)
+    photo = content_px if params.original_colors else None
+    del content_px, init_image
+    log.debug("render %s on %s", tuple(start.shape), device)
+    result = _optimize(objective, start, params, callback, plan)
+    del objective, start
+    result = result.div_(PIXEL_SCALE).clamp_(0, 1)   # in place: the optimiser's buffer is ours
+    if photo is not None:
+        result = original_colors(photo, result)
     return result.cpu()

@@ -41,7 +41,6 @@ import torch
 from torch import nn
 
 from impasto.engine.features import VGGFeatures, check_layers, layer_names
-from impasto.engine.losses import tv_loss
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.weights import conv_shapes, model_spec
 from impasto.errors import ParamError
@@ -191,8 +190,9 @@ def _gram_sum(features: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
-                   tile_size: int) -> dict[str, torch.Tensor]:
-    """``extractor(pixels)`` at ``layers``, assembled tile by tile from inner regions."""
+                   tile_size: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """``extractor(pixels)`` at ``layers``, assembled tile by tile from inner regions
+    (stored in ``dtype`` if given: a whole-image buffer is never made in the features')."""
     geometry = extractor_geometry(extractor, layers)
     height, width = pixels.shape[-2:]
     _check_size(height, width, geometry)
@@ -203,7 +203,8 @@ def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequenc
             stride = geometry.strides[name]
             crop = feats[name][(..., *tile.local(stride))]
             if name not in out:
-                out[name] = crop.new_zeros((*crop.shape[:2], height // stride, width // stride))
+                out[name] = crop.new_zeros((*crop.shape[:2], height // stride, width // stride),
+                                           dtype=dtype or crop.dtype)
             out[name][(..., *tile.at(stride))] = crop
     return out
 
@@ -304,6 +305,32 @@ def _style_feature_grad(crop: torch.Tensor, dgram: torch.Tensor, count: torch.Te
     return grad
 
 
+TV_STRIPE_VALUES = 1 << 22   # pixels·channels per stripe of the striped TV loss
+
+
+def _tv_into(pixels: torch.Tensor, weight: float, grad: torch.Tensor) -> float:
+    """``losses.tv_loss`` of ``pixels``, its gradient added to ``grad``, stripe by stripe.
+
+    Each stripe of rows owns its rows' horizontal differences and the vertical ones down to
+    the next row, so the stripes' terms sum to the whole loss without full-size temporaries
+    (at print size the whole-image version made four image-sized copies)."""
+    height, width = pixels.shape[-2:]
+    rows = max(1, TV_STRIPE_VALUES // max(1, pixels.shape[-3] * width))
+    total = 0.0
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        leaf = pixels[..., top:min(height, bottom + 1), :].clone().requires_grad_(True)
+        with torch.enable_grad():
+            owned = leaf[..., : bottom - top, :]
+            dx = owned[..., :, 1:] - owned[..., :, :-1]
+            dy = leaf[..., 1:, :] - leaf[..., :-1, :]
+            value = weight * 0.5 * (dx.pow(2).sum() + dy.pow(2).sum())
+            value.backward()
+        grad[..., top:min(height, bottom + 1), :] += leaf.grad
+        total += float(value.detach())
+    return total
+
+
 class _InjectGradient(torch.autograd.Function):
     """A precomputed loss whose backward hands ``pixels`` the precomputed gradient."""
 
@@ -374,14 +401,7 @@ class TiledObjective(nn.Module):
         style, style_grads = self._style_pass(pixels, tiles)
         scales = self._norm_pass(pixels, tiles, style_grads) if self.normalize else {}
         content, grad = self._grad_pass(pixels, tiles, style_grads, scales)
-        tv = 0.0
-        if self.tv_weight:
-            leaf = pixels.clone().requires_grad_(True)
-            with torch.enable_grad():
-                tv_value = tv_loss(leaf, self.tv_weight)
-                tv_value.backward()
-            grad += leaf.grad
-            tv = float(tv_value.detach())
+        tv = _tv_into(pixels, self.tv_weight, grad) if self.tv_weight else 0.0
         total = content + style + tv
         return total, {"content": content, "style": style, "tv": tv, "total": total}, grad
 
@@ -470,17 +490,20 @@ class TiledObjective(nn.Module):
 
 
 def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                          params: RenderParams, *, tile_size: int, guide=None) -> TiledObjective:
+                          params: RenderParams, *, tile_size: int, guide=None,
+                          target_dtype: torch.dtype | None = None) -> TiledObjective:
     """``render.build_objective``'s tiled twin: same inputs (0..1 RGB), no whole-image VGG pass.
 
     Style images run tiled too (their Grams accumulate over tiles), so each may be as
     large as the content; ``tile_size`` is the inner side of a tile, px. ``guide``
     (masks.Guide at the content's size) is taken to each layer's resolution once.
+    ``target_dtype`` stores the content targets smaller (float16 under a memory budget:
+    relu4_2 of a 4096² print is 537 MB in float32); the loss is still computed in float32.
     """
     if not styles:
         raise ParamError("at least one style image is needed")
     content_targets = tiled_features(extractor, content * PIXEL_SCALE, params.content_layers,
-                                     tile_size=tile_size)
+                                     tile_size=tile_size, dtype=target_dtype)
     per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
                  for style in styles]
     guide = guide if guide is not None and guide.active else None
