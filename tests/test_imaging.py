@@ -223,3 +223,46 @@ def test_16_bit_only_as_tiff(tmp_path, name, depth):
     with pytest.raises(OutputError):
         imaging.save(torch.rand(1, 3, 40, 40), tmp_path / name, bit_depth=depth)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- large images (issue 3): no full-size float copies beside the tensor -------------------
+
+_PEAK_SCRIPT = r"""
+import re, sys, time
+import numpy as np, torch
+from PIL import Image
+from impasto import imaging
+
+def rss(key):
+    return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read())[1]) * 1024
+
+path, out = sys.argv[1], sys.argv[2]
+imaging.save(imaging.load(path.replace("big", "small")), out)   # imports and plug-ins first
+size = 3 * 4000 * 3000 * 4                        # the float32 tensor itself
+open("/proc/self/clear_refs", "w").write("5")     # reset VmHWM
+before = rss("VmRSS")
+image = imaging.load(path)
+load_extra = rss("VmHWM") - before - size
+open("/proc/self/clear_refs", "w").write("5")
+before = rss("VmRSS")
+imaging.save(image, out)
+save_extra = rss("VmHWM") - before
+print(load_extra / size, save_extra / size)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
+def test_large_load_and_save_make_no_full_size_float_copies(tmp_path):
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.bmp"   # uncompressed: quick to write and read
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(_noise(64, 48)).save(tmp_path / "small.bmp")
+    result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(big), str(tmp_path / "out.tif")],
+                            capture_output=True, text=True, check=True)
+    load_extra, save_extra = map(float, result.stdout.split())
+    # beside the float tensor: the decoded pixels in PIL (4 bytes a pixel, ⅓ of it), their
+    # 8-bit array (¼) and stripes; before, each conversion made two more float copies (≥ 2.0)
+    assert load_extra < 0.9, load_extra
+    assert save_extra < 0.9, save_extra

@@ -50,7 +50,8 @@ def open_image(path: Path | str, *, max_pixels: int | None = None) -> Image.Imag
             with Image.open(path) as img:
                 _check_size(img.size, path, max_pixels)
                 img.load()
-                return _to_srgb_rgb(ImageOps.exif_transpose(img))
+                # in place: at print size each copy of the decoded image is 4 bytes a pixel
+                return _to_srgb_rgb(ImageOps.exif_transpose(img, in_place=True) or img)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -86,7 +87,8 @@ def _to_srgb_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    img = img.convert("RGB")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
     if profile:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
@@ -96,9 +98,26 @@ def _to_srgb_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+STRIPE_VALUES = 1 << 22   # values per stripe when converting large images
+
+
+def _stripe_rows(width: int) -> int:
+    return max(1, STRIPE_VALUES // (3 * width))
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+    """``1×3×H×W`` float32 in 0..1, converted stripe by stripe from the 8-bit pixels: the
+    float tensor is the only full-size float buffer (a 4096² photo: 201 MB, not three)."""
+    array = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))   # H×W×3 uint8
+    height, width = array.shape[:2]
+    out = torch.empty((1, 3, height, width), dtype=torch.float32)
+    rows = _stripe_rows(width)
+    with warnings.catch_warnings():   # PIL's array is read-only; it is only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for top in range(0, height, rows):
+            stripe = torch.from_numpy(array[top:top + rows]).permute(2, 0, 1)
+            out[0, :, top:top + rows] = stripe.to(torch.float32).div_(255.0)
+    return out
 
 
 def load(path: Path | str, *, max_pixels: int | None = None) -> torch.Tensor:
@@ -107,8 +126,19 @@ def load(path: Path | str, *, max_pixels: int | None = None) -> torch.Tensor:
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    array = image.detach().squeeze(0).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")
+    return Image.fromarray(_quantized(image, 255, np.uint8), "RGB")
+
+
+def _quantized(image: torch.Tensor, top: int, dtype) -> np.ndarray:
+    """H×W×3 integers round(clamp(x, 0, 1)·top), stripe by stripe: no full-size float copy."""
+    image = image.detach().squeeze(0)
+    height, width = image.shape[-2:]
+    out = np.empty((height, width, 3), dtype=dtype)
+    rows = _stripe_rows(width)
+    for start in range(0, height, rows):
+        stripe = image[:, start:start + rows].cpu().clamp(0, 1).mul_(top).round_()
+        out[start:start + rows] = stripe.to(torch.int32).permute(1, 2, 0).numpy()
+    return out
 
 
 def check_writable(path: Path | str) -> Path:
@@ -161,8 +191,7 @@ def _write_8bit(image: torch.Tensor | Image.Image, target: str, fmt: str, icc: b
 def _write_tiff16(image: torch.Tensor, target: str, icc: bytes, dpi: int | None) -> None:
     import tifffile
 
-    array = image.detach().squeeze(0).clamp(0, 1).mul(65535).round().to(torch.int32)
-    array = array.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+    array = _quantized(image, 65535, np.uint16)
     options = {"resolution": (dpi, dpi), "resolutionunit": "INCH"} if dpi else {}
     # 34675 is TIFF's ICC-profile tag (type 7: undefined bytes).
     tifffile.imwrite(target, array, photometric="rgb", compression="zlib",
