@@ -52,9 +52,9 @@ def make_catalog(tmp_path, names=("starry",)) -> Catalog:
 
 def make_settings(tmp_path, **overrides) -> Settings:
     """48 px previews in 4 iterations; a 1×1 in print at 64 dpi (64 px) continuing them."""
-    values = dict(data_dir=tmp_path, public_url=PUBLIC_URL, secret_key=SECRET, preview_size=48,
-                  preview_iterations=4, print_dpi=64, signed_url_seconds=300,
-                  prints=[PrintOption(size="1x1in", price_cents=900), PrintOption(size="1x1.25in", price_cents=1500)])
+    values = {"data_dir": tmp_path, "public_url": PUBLIC_URL, "secret_key": SECRET, "preview_size": 48,
+              "preview_iterations": 4, "print_dpi": 64, "signed_url_seconds": 300,
+              "prints": [PrintOption(size="1x1in", price_cents=900), PrintOption(size="1x1.25in", price_cents=1500)]}
     values.update(overrides)
     return Settings(**values)
 
@@ -197,3 +197,41 @@ def postgres_schema(base_url: str):
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+# --- an app without renders --------------------------------------------------------------
+
+ADMIN_PASSWORD = "correct-horse-battery-staple"
+MAX_UPLOAD_BYTES = 300_000
+MAX_UPLOAD_PIXELS = 2_000_000
+
+
+@pytest.fixture
+def web(tmp_path):
+    """(TestClient, Shop) of an app whose jobs wait for ``finish_jobs`` (no renders)."""
+    from fastapi.testclient import TestClient
+
+    from impasto.service.app import create_app, shop_of
+
+    settings = make_settings(tmp_path, admin_password=ADMIN_PASSWORD, max_upload_bytes=MAX_UPLOAD_BYTES,
+                             max_upload_pixels=MAX_UPLOAD_PIXELS)
+    app = create_app(settings, catalog=make_catalog(tmp_path, ("starry", "scream")), dispatcher=NullDispatcher())
+    with TestClient(app) as client:
+        yield client, shop_of(app)
+
+
+def upload(client, photo: bytes | None = None, *, email: str = "ada@example.com", consent: bool = True,
+           filename: str = "me.jpg", content_type: str = "image/jpeg"):
+    """POST /api/v1/portraits."""
+    data = {"email": email, "consent": "true" if consent else "false"}
+    files = {"photo": (filename, photo if photo is not None else photo_bytes(), content_type)}
+    return client.post("/api/v1/portraits", data=data, files=files)
+
+
+def new_portrait(client, shop, *, finished: bool = True, **options) -> dict:
+    """A portrait made through the API, its previews finished by hand."""
+    response = upload(client, **options)
+    assert response.status_code == 201, response.text
+    if finished:
+        finish_jobs(shop)
+    return client.get(f"/api/v1/portraits/{response.json()['id']}").json()

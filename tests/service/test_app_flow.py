@@ -15,18 +15,28 @@ import re
 import boto3
 import httpx
 import pytest
+import test_app_common  # the shared app fixtures (see its docstring)
+import test_storage
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
-from test_app_common import PUBLIC_URL, make_catalog, make_settings, photo_bytes, postgres_schema, read_events, \
-    smtp_box, wait_for  # noqa: F401 - smtp_box is a fixture
-from test_storage import moto_endpoint  # noqa: F401 - a fixture
+from test_app_common import (
+    PUBLIC_URL,
+    make_catalog,
+    make_settings,
+    photo_bytes,
+    postgres_schema,
+    read_events,
+    wait_for,
+)
 
 from impasto.service.app import create_app, shop_of
 from impasto.service.models import Email, EmailStatus, Order, OrderStatus
 from impasto.service.storage import S3Storage
 
 BACKENDS = ["sqlite-local", "postgresql-local", "sqlite-s3"]
+
+smtp_box, moto_endpoint = test_app_common.smtp_box, test_storage.moto_endpoint
 
 
 @pytest.fixture(params=BACKENDS)

@@ -101,17 +101,21 @@ def check_upload_limits(shop: Shop, *, ip: str, email: str | None = None) -> Non
     """429 when this IP (or this email address) uploaded too often in the last hour."""
     for limiter, key, who in [(shop.upload_limit_ip, ip, "from your network"),
                               (shop.upload_limit_email, email, "for this email address")]:
-        if key is not None and not limiter.hit(key):
-            wait = limiter.retry_after_seconds(key)
+        if key is not None and not limiter.hit(key.lower()):
+            wait = limiter.retry_after_seconds(key.lower())
             raise TooManyRequests(f"Too many portraits {who} in the last hour. Please try again in "
                                   f"{max(1, wait // 60)} minutes.", retry_after_seconds=wait)
 
 
 def check_customer(shop: Shop, *, email: str, consent: bool) -> str:
     """The normalised email address; 422 without consent, 503 with an empty catalog."""
-    from impasto.service.mail import validate_email
+    from impasto.service.mail import InvalidEmail, validate_email
 
-    address = validate_email(email)
+    try:
+        address = validate_email(email)
+    except InvalidEmail as exc:
+        message = str(exc)
+        raise InvalidInput(message if "email" in message else f"Please check the email address: {message}") from None
     if not consent:
         raise InvalidInput("Please agree that we may paint and keep your photo, so we can make your portrait.")
     if not shop.catalog.names():

@@ -1,0 +1,183 @@
+"""The customer's pages without JavaScript, live progress over SSE, the admin's actions and
+catalog, the outbox without SMTP, and the OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import test_app_common  # the shared app fixtures (see its docstring)
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from test_app_common import (
+    ADMIN_PASSWORD,
+    PUBLIC_URL,
+    csrf_token,
+    finish_jobs,
+    make_catalog,
+    make_settings,
+    new_portrait,
+    photo_bytes,
+    read_events,
+    wait_for,
+)
+
+from impasto.service import jobs
+from impasto.service.app import create_app, shop_of
+from impasto.service.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
+
+web, smtp_box = test_app_common.web, test_app_common.smtp_box
+ADMIN = ("admin", ADMIN_PASSWORD)
+
+
+def test_the_pages_work_without_javascript(web):
+    client, shop = web
+    home = client.get("/")
+    assert home.status_code == 200 and "Paint my previews" in home.text and "Starry" in home.text
+    token = csrf_token(client)
+    posted = client.post("/portraits", data={"csrf_token": token, "email": "ada@example.com", "consent": "yes"},
+                         files={"photo": ("me.png", photo_bytes(fmt="PNG"), "image/png")}, follow_redirects=False)
+    assert posted.status_code == 303
+    portrait_url = posted.headers["location"]
+    painting = client.get(portrait_url)
+    assert 'http-equiv="refresh"' in painting.text and painting.text.count("Waiting for an easel") == 2
+
+    finish_jobs(shop)
+    done = client.get(portrait_url)
+    assert 'http-equiv="refresh"' not in done.text and done.text.count("Order a print") == 2
+    order_link = re.search(r'href="(/portraits/[^"]+/order\?preview=\d+)"', done.text).group(1)
+    form = client.get(order_link)
+    assert form.status_code == 200 and "€9.00" in form.text and "Pay on invoice" in form.text
+    preview_id = order_link.rsplit("=", 1)[1]
+    fields = {"csrf_token": token, "preview_id": preview_id, "print_size": "1x1in", "payment_method": "invoice"}
+    refused = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada", "shipping_address": " "})
+    assert refused.status_code == 422 and "shipping address" in refused.text and 'value="Ada"' in refused.text
+
+    placed = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada <b>Lovelace</b>",
+                                                         "shipping_address": "1 Way\nLondon"}, follow_redirects=False)
+    assert placed.status_code == 303
+    confirmation = client.get(placed.headers["location"])
+    number = re.search(r"IMP-[A-Z2-9]{4}-[A-Z2-9]{4}", confirmation.text).group(0)
+    assert "Thank you" in confirmation.text and "&lt;b&gt;Lovelace" in confirmation.text   # escaped
+    again = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada <b>Lovelace</b>",
+                                                        "shipping_address": "1 Way\nLondon"}, follow_redirects=False)
+    assert number in again.headers["location"]                 # a double click places one order
+    with shop.sessions() as session:
+        assert session.scalars(select(Order)).one().status is OrderStatus.ORDERED
+
+
+def test_the_event_stream_shows_progress_as_it_happens(web):
+    client, shop = web
+    portrait = new_portrait(client, shop, finished=False)
+    events: list = []
+    reader = threading.Thread(target=lambda: events.extend(read_events(client, portrait["events_url"])))
+    reader.start()
+    with shop.sessions() as session:
+        for job_id in [p["id"] for p in portrait["previews"]]:
+            jobs.claim(session=session, worker="test", job_id=job_id)
+            jobs.report_progress(session=session, job_id=job_id, progress=0.5, iteration=2, total=4)
+    time.sleep(1.5)                                            # the stream looks every 0.5 s
+    finish_jobs_running(shop)
+    reader.join(30)
+    views = [json.loads(data) for name, data in events if name == "portrait"]
+    assert events[-1][0] == "done" and views[-1]["done"]
+    halfway = [p for view in views for p in view["previews"] if p["status"] == "running"]
+    assert any(p["progress"] == 0.5 and p["iteration"] == 2 for p in halfway)
+    assert all(p["status"] == "done" for p in views[-1]["previews"])
+
+
+def finish_jobs_running(shop) -> None:
+    with shop.sessions() as session:
+        for job in session.scalars(select(Job).where(Job.status == JobStatus.RUNNING)).all():
+            shop.storage.put(f"jobs/{job.id}/result.png", photo_bytes(48, 40, fmt="PNG"), content_type="image/png")
+            jobs.finish(session=session, job_id=job.id, result_key=f"jobs/{job.id}/result.png")
+
+
+def test_the_admin_reruns_cancels_and_moves_orders(web):
+    client, shop = web
+    portrait = new_portrait(client, shop)
+    client.post(f"/api/v1{portrait['url']}/orders", json={"preview_id": portrait["previews"][0]["id"],
+                "print_size": "1x1in", "shipping_name": "Ada", "shipping_address": "1 Way"})
+    finish_jobs(shop, JobKind.PRINT)
+    page = client.get("/admin", auth=ADMIN)
+    assert page.status_code == 200 and "IMP-" in page.text and "Mark printed" in page.text
+    token = csrf_token(client, "/admin/login")
+    preview = portrait["previews"][1]["id"]
+    assert client.post(f"/admin/jobs/{preview}/rerun", data={"csrf_token": token}, auth=ADMIN).status_code == 200
+    with shop.sessions() as session:
+        assert session.get(Job, preview).status is JobStatus.QUEUED
+        order = session.scalars(select(Order)).one()
+    status_url = f"/admin/orders/{order.id}/status"
+    for step in ("printed", "shipped"):
+        assert client.post(status_url, data={"csrf_token": token, "status": step}, auth=ADMIN).status_code == 200
+    backwards = client.post(status_url, data={"csrf_token": token, "status": "printed"}, auth=ADMIN,
+                            headers={"accept": "application/json"})
+    assert backwards.status_code == 409 and "shipped" in backwards.json()["detail"]
+    with shop.sessions() as session:
+        assert session.get(Order, order.id).status is OrderStatus.SHIPPED
+    fragment = client.get("/admin/jobs", auth=ADMIN)
+    assert fragment.status_code == 200 and 'hx-trigger="every 3s"' in fragment.text
+
+
+def test_the_admin_adds_and_removes_styles(web):
+    client, shop = web
+    token = csrf_token(client, "/admin/login")
+
+    def add(name: str, preset: str):
+        return client.post("/admin/styles", auth=ADMIN, data={"csrf_token": token, "name": name, "title": "Ochre",
+                                                                "preset": preset},
+                           files={"image": ("ochre.jpg", photo_bytes(300, 300, seed=3), "image/jpeg")})
+
+    assert add("ochre", '{"style_weight": 250, "original_colors": true}').status_code == 200
+    styles = {s["name"]: s for s in client.get("/api/v1/styles").json()}
+    assert styles["ochre"]["preset"]["style_weight"] == 250 and styles["ochre"]["title"] == "Ochre"
+    assert client.get(styles["ochre"]["image_url"]).status_code == 200
+    refused = add("sneaky", '{"weights": "/etc/passwd"}')
+    assert refused.status_code == 422 and "weights" in refused.text
+    assert add("broken", "{not json").status_code == 422
+    assert add("../up", "{}").status_code == 422
+    assert shop.catalog.names() == ["ochre", "scream", "starry"]
+    removed = client.post("/admin/styles/ochre/delete", auth=ADMIN, data={"csrf_token": token})
+    assert removed.status_code == 200 and shop.catalog.names() == ["scream", "starry"]
+
+
+def test_without_smtp_mails_wait_in_the_outbox_and_go_out_later(tmp_path, smtp_box):
+    settings = make_settings(tmp_path)
+    catalog = make_catalog(tmp_path)
+    with TestClient(create_app(settings, catalog=catalog, dispatcher=test_app_common.NullDispatcher())) as client:
+        shop = shop_of(client.app)
+        portrait = new_portrait(client, shop)
+        with shop.sessions() as session:          # as the worker does when the previews are done
+            jobs.queue_email(session=session, dedupe_key="previews_ready:1", to="ada@example.com",
+                             template="previews_ready",
+                             context={"portrait": portrait["id"], "portrait_url": PUBLIC_URL + portrait["url"]})
+            session.commit()
+        time.sleep(0.3)
+        with shop.sessions() as session:
+            mail = session.scalars(select(Email)).one()
+            assert (mail.status, mail.attempts) == (EmailStatus.PENDING, 0)
+    smtp_url, box = smtp_box
+    app = create_app(settings.model_copy(update={"smtp_url": smtp_url}), catalog=catalog,
+                     dispatcher=test_app_common.NullDispatcher())
+    shop_of(app).outbox_seconds = 0.05
+    with TestClient(app):
+        wait_for(lambda: box.messages, "the waiting mail")
+    assert portrait["url"] in box.texts()["Your previews are ready"]
+
+
+def test_the_openapi_schema_lists_the_flow(web):
+    client, _ = web
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    assert set(paths) >= {"/api/v1/portraits", "/api/v1/portraits/{public_id}", "/api/v1/portraits/{public_id}/events",
+                          "/api/v1/portraits/{public_id}/orders", "/api/v1/portraits/{public_id}/orders/{number}",
+                          "/api/v1/styles", "/api/v1/prints"}
+    assert not any(path.startswith(("/admin", "/files", "/portraits")) for path in paths)
+    options = schema["components"]["schemas"]["RenderOptions"]["properties"]
+    assert options["style_weight"]["description"] and "weights" not in options     # derived from RenderParams
+    upload_body = paths["/api/v1/portraits"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload_body
+    prints = client.get("/api/v1/prints").json()
+    assert prints["prints"][0] == {"size": "1x1in", "price_cents": 900, "currency": "EUR"}
