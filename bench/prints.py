@@ -1,0 +1,334 @@
+"""Print-size benchmarks: memory, time to quality, seams and preview consistency.
+
+    python bench/prints.py memory [--sizes 1024,2048,4096] [--iterations 2] [--budget 4GB]
+                                  [--resume STATE] [--out bench/out/prints]
+    python bench/prints.py seams IMAGE --tile-size PX [--init IMAGE]
+    python bench/prints.py gram-spread [--size 384] [--tile-size 128] [--iterations 20]
+    python bench/prints.py consistency PRINT --preview PREVIEW
+    python bench/prints.py time-to-quality [--pairs 0,1,2] [--size 512] [--iterations 500]
+    python bench/prints.py all
+
+Each prints a markdown table. Baselines run in the same process (or, for memory, the
+same script): memory is relative to the 2048 px run, seams to the tile interiors, the
+Gram spread to a non-tiled render of the same image, consistency to the preview, time
+to quality to a single-scale 500-iteration L-BFGS render of our own engine.
+
+**memory** runs each size in a fresh subprocess — ``impasto render`` as a user runs it
+(a square print, ``--print-size 8x8in --dpi S/8 --scales S --scale-iterations N
+--memory-budget B``, loading the photo and saving the PNG) — and reads that process's
+high-water RSS (``VmHWM``) at exit, with its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+OUT = ROOT / "bench" / "out" / "prints"
+PAIRS = [("tubingen", "starry_night"), ("tubingen", "the_scream"), ("tubingen", "shipwreck"),
+         ("golden_gate", "starry_night_crop"), ("golden_gate", "the_scream"),
+         ("golden_gate", "woman-with-hat-matisse")]
+
+
+def find(folder: str, stem: str) -> Path:
+    return next((SHARED / "images" / folder).glob(stem + ".*"))
+
+
+def vm_kib(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())[1])
+
+
+# --- memory -------------------------------------------------------------------------------
+
+def child(argv: list[str]) -> None:
+    """Run ``impasto <argv[1:]>`` in this process; write peak RSS and seconds to argv[0]."""
+    from impasto.cli import main
+
+    started = time.perf_counter()
+    code = main(argv[1:])
+    seconds = time.perf_counter() - started
+    Path(argv[0]).write_text(json.dumps({"code": code, "seconds": seconds, "peak_kib": vm_kib("VmHWM")}))
+
+
+def memory(args: argparse.Namespace) -> str:
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        out = args.out / f"print-{size}.png"
+        report = args.out / f"memory-{size}.json"
+        command = ["render", str(find("content", args.content)), "--style", str(find("style", args.style)),
+                   "-o", str(out), "--print-size", "8x8in", "--dpi", str(size // 8), "--scales", str(size),
+                   "--scale-iterations", str(args.iterations), "--memory-budget", args.budget, "-q", "-v"]
+        if args.resume:
+            command += ["--resume", str(args.resume)]
+        print(f"memory: {size} px: impasto {' '.join(command)}", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, __file__, "_child", str(report), *command], check=True)
+        result = json.loads(report.read_text())
+        if result["code"]:
+            raise SystemExit(f"render at {size} px failed with {result['code']}")
+        rows.append((size, result["peak_kib"] * 1024, result["seconds"]))
+    return memory_table(rows, args.budget)
+
+
+def memory_table(rows, budget: str) -> str:
+    from impasto.engine.memory import parse_bytes
+
+    limit = parse_bytes(budget)
+    base = next((peak for size, peak, _ in rows if size == 2048), rows[0][1])
+    lines = [f"| size | peak RSS MiB | ÷ budget ({budget}) | ÷ peak at 2048 | seconds |", "|---|---|---|---|---|"]
+    for size, peak, seconds in rows:
+        lines.append(f"| {size}² | {peak / 2**20:.0f} | {peak / limit:.2f} | {peak / base:.2f} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+# --- seams --------------------------------------------------------------------------------
+
+def seams(args: argparse.Namespace) -> str:
+    """Mean gradient magnitude within ±2 px of the tile borders over that of the interiors."""
+    import numpy as np
+    from PIL import Image
+
+    from impasto.engine.params import RenderParams
+    from impasto.engine.tiling import model_geometry, plan_tiles
+
+    params = RenderParams()
+    image = np.asarray(Image.open(args.image).convert("RGB"), dtype=np.float32) / 255
+    height, width = image.shape[:2]
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    tiles = plan_tiles(height, width, args.tile_size, geometry)
+    rows = sorted({t.rows.start for t in tiles} - {0})
+    cols = sorted({t.cols.start for t in tiles} - {0})
+    lines = ["| image | tiles | border ±2 px mean |∇| | interior mean |∇| | border ÷ interior |",
+             "|---|---|---|---|---|"]
+    images = [("render", image)]
+    if args.init:
+        init = np.asarray(Image.open(args.init).convert("RGB").resize((width, height), Image.BICUBIC),
+                          dtype=np.float32) / 255
+        images.append(("render − start (the painted change)", image - init))
+    # control: lines halfway between the borders, where no tile edge is (the picture's own
+    # variation between one set of lines and the rest)
+    half = [(a + b) // 2 for a, b in zip([0, *rows], [*rows, height])]
+    half_cols = [(a + b) // 2 for a, b in zip([0, *cols], [*cols, width])]
+    for label, data in images:
+        for where, (r, c) in (("tile borders", (rows, cols)), ("control: mid-tile lines", (half, half_cols))):
+            border, interior = _border_ratio(data, r, c)
+            ratio = border / interior if interior else float("nan")
+            lines.append(f"| {label}, {where} | {len(tiles)} ({len(rows) + 1}×{len(cols) + 1}, "
+                         f"{args.tile_size} px) | {border:.5f} | {interior:.5f} | {ratio:.3f} |")
+    return "\n".join(lines)
+
+
+def _border_ratio(image, rows, cols, reach: int = 2):
+    import numpy as np
+
+    grey = image.mean(axis=2)
+    gy = np.zeros_like(grey)
+    gx = np.zeros_like(grey)
+    gy[1:, :] = np.abs(grey[1:] - grey[:-1])
+    gx[:, 1:] = np.abs(grey[:, 1:] - grey[:, :-1])
+    magnitude = np.hypot(gx, gy)
+    near = np.zeros(grey.shape, dtype=bool)
+    for r in rows:
+        near[max(0, r - reach):r + reach + 1, :] = True
+    for c in cols:
+        near[:, max(0, c - reach):c + reach + 1] = True
+    near[0, :] = near[:, 0] = False
+    magnitude[0, :] = magnitude[:, 0] = np.nan
+    return float(np.nanmean(magnitude[near])), float(np.nanmean(magnitude[~near]))
+
+
+def gram_spread(args: argparse.Namespace) -> str:
+    """Per-tile Gram statistics of a tiled and a non-tiled render of the same pair and size."""
+    import torch
+
+    from impasto import imaging
+    from impasto.engine import RenderParams, render
+    from impasto.engine.render import extractor_for
+
+    content, style = (imaging.load(find("content", args.content)), imaging.load(find("style", args.style)))
+    base = RenderParams(image_size=args.size, start_size=0, num_iterations=args.iterations)
+    extractor = extractor_for(base)
+    results = {}
+    for label, params in (("whole image", base), (f"tiled ({args.tile_size} px)",
+                                                     base.model_copy(update={"tile_size": args.tile_size}))):
+        started = time.perf_counter()
+        image = render(content, [style], params, extractor=extractor)
+        results[label] = (image, time.perf_counter() - started)
+        imaging.save(image, args.out / f"gram-spread-{'tiled' if params.tile_size else 'whole'}.png")
+    lines = ["| render | layer | tile Gram spread (std ÷ mean ‖G‖) | ÷ whole image's | max |Δpixel| vs whole |",
+             "|---|---|---|---|---|"]
+    whole = results["whole image"][0]
+    spreads = {}
+    for label, (image, _) in results.items():
+        grams = _tile_grams(extractor, image, args.tile_size, base.style_layers)
+        for name, stack in grams.items():
+            norms = stack.flatten(1).norm(dim=1)
+            spread = float((stack - stack.mean(0)).flatten(1).norm(dim=1).mean() / norms.mean())
+            spreads[label, name] = spread
+            ratio = spread / spreads["whole image", name]
+            lines.append(f"| {label} | {name} | {spread:.4f} | {ratio:.3f} | "
+                         f"{float((image - whole).abs().max()) * 255:.2f}/255 |")
+    seconds = ", ".join(f"{label}: {sec:.0f} s" for label, (_, sec) in results.items())
+    return "\n".join(lines) + f"\n\n{args.size} px, {args.iterations} iterations, one scale; {seconds}"
+
+
+def _tile_grams(extractor, image, tile_size: int, layers):
+    """Gram of each tile's own region of ``image`` (its features alone), stacked per layer."""
+    import torch
+
+    from impasto.engine.losses import gram
+    from impasto.engine.render import PIXEL_SCALE
+
+    height, width = image.shape[-2:]
+    out = {name: [] for name in layers}
+    with torch.no_grad():
+        for top in range(0, height - tile_size + 1, tile_size):
+            for left in range(0, width - tile_size + 1, tile_size):
+                feats = extractor(image[..., top:top + tile_size, left:left + tile_size] * PIXEL_SCALE)
+                for name in layers:
+                    out[name].append(gram(feats[name]))
+    return {name: torch.stack(grams) for name, grams in out.items()}
+
+
+# --- consistency ------------------------------------------------------------------------
+
+def consistency(args: argparse.Namespace) -> str:
+    """SSIM of the print, downsampled to the preview's size, against the preview."""
+    import numpy as np
+    from PIL import Image
+
+    from impasto.scoring import ssim
+
+    preview = Image.open(args.preview).convert("RGB")
+    lines = ["| print | preview | SSIM (luminance, print downsampled) | SSIM of the upsampled preview itself |",
+             "|---|---|---|---|"]
+    for path in args.prints:
+        printed = Image.open(path).convert("RGB")
+        small = printed.resize(preview.size, Image.LANCZOS)
+        grey = [np.asarray(im.convert("L"), dtype=np.float64) / 255 for im in (small, preview)]
+        # the floor: the preview upsampled to the print's size and back (resampling alone)
+        round_trip = preview.resize(printed.size, Image.BICUBIC).resize(preview.size, Image.LANCZOS)
+        floor = np.asarray(round_trip.convert("L"), dtype=np.float64) / 255
+        lines.append(f"| {Path(path).name} ({printed.width} px) | {Path(args.preview).name} ({preview.width} px) "
+                     f"| {ssim(grey[0], grey[1]):.3f} | {ssim(floor, grey[1]):.3f} |")
+    return "\n".join(lines)
+
+
+# --- time to quality ----------------------------------------------------------------------
+
+def load_scorer():
+    spec = importlib.util.spec_from_file_location("score", SHARED / "tools" / "score.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.score
+
+
+def time_to_quality(args: argparse.Namespace) -> str:
+    """Multi-scale vs single-scale 500-iteration L-BFGS: the time multi-scale needs to
+    reach the single-scale run's mean style and content scores (checked after each scale
+    budget in ``--budgets``)."""
+    from impasto import imaging
+    from impasto.engine import RenderParams, render
+    from impasto.engine.render import extractor_for
+
+    score = load_scorer()
+    pairs = [PAIRS[int(i)] for i in args.pairs.split(",")]
+    extractor = extractor_for(RenderParams())
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def run(label: str, params: RenderParams) -> tuple[float, float, float]:
+        styles, contents, seconds = [], [], 0.0
+        for content, style in pairs:
+            c, s = find("content", content), find("style", style)
+            started = time.perf_counter()
+            image = render(imaging.load(c), [imaging.load(s)], params, extractor=extractor)
+            seconds += time.perf_counter() - started
+            path = imaging.save(image, args.out / f"ttq-{label}-{content}_{style}.png")
+            st, co = score(str(path), str(c), str(s))
+            styles.append(st)
+            contents.append(co)
+            print(f"{label} {content} x {style}: style {st:.3f} content {co:.3f} {seconds:.0f} s",
+                  file=sys.stderr, flush=True)
+        return sum(styles) / len(styles), sum(contents) / len(contents), seconds
+
+    single = run("single", RenderParams(image_size=args.size, start_size=0, num_iterations=args.iterations))
+    lines = ["| run | iterations | mean style | mean content | seconds | ÷ single-scale time |",
+             "|---|---|---|---|---|---|",
+             f"| single scale | {args.iterations} | {single[0]:.3f} | {single[1]:.3f} | {single[2]:.0f} | 1.00 |"]
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        multi = run(f"multi{budget}", RenderParams(image_size=args.size, num_iterations=budget))
+        reached = multi[0] >= single[0] and multi[1] >= single[1]
+        lines.append(f"| multi-scale | {budget} | {multi[0]:.3f} | {multi[1]:.3f} | {multi[2]:.0f} "
+                     f"| {multi[2] / single[2]:.2f}{' (reaches it)' if reached else ''} |")
+        if reached:
+            break
+    return "\n".join(lines) + f"\n\npairs: {', '.join(f'{c} × {s}' for c, s in pairs)}"
+
+
+# --- command line -------------------------------------------------------------------------
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", type=Path, default=OUT)
+    common.add_argument("--content", default="tubingen")
+    common.add_argument("--style", default="starry_night")
+    mem = commands.add_parser("memory", parents=[common])
+    mem.add_argument("--sizes", default="1024,2048,4096")
+    mem.add_argument("--iterations", type=int, default=2)
+    mem.add_argument("--budget", default="4GB")
+    mem.add_argument("--resume", type=Path, help="continue this preview state (a print as the shop makes it)")
+    seam = commands.add_parser("seams", parents=[common])
+    seam.add_argument("image", type=Path)
+    seam.add_argument("--tile-size", type=int, required=True, help="the tile size the render used")
+    seam.add_argument("--init", type=Path, help="the image the render started from")
+    spread = commands.add_parser("gram-spread", parents=[common])
+    spread.add_argument("--size", type=int, default=384)
+    spread.add_argument("--tile-size", type=int, default=128)
+    spread.add_argument("--iterations", type=int, default=20)
+    cons = commands.add_parser("consistency", parents=[common])
+    cons.add_argument("prints", type=Path, nargs="+")
+    cons.add_argument("--preview", type=Path, required=True)
+    ttq = commands.add_parser("time-to-quality", parents=[common])
+    ttq.add_argument("--pairs", default="0,1,2,3,4,5")
+    ttq.add_argument("--size", type=int, default=512)
+    ttq.add_argument("--iterations", type=int, default=500)
+    ttq.add_argument("--budgets", default="100,150,200", help="multi-scale totals to try, in order")
+    commands.add_parser("all", parents=[common])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.command == "all":
+        mem_args = parser.parse_args(["memory"])
+        print(memory(mem_args), flush=True)
+        print(seams(parser.parse_args(["seams", str(OUT / "print-2048.png"), "--tile-size",
+                                       str(_tile_used(2048, mem_args.iterations))])), flush=True)
+        print(gram_spread(parser.parse_args(["gram-spread"])), flush=True)
+        print(time_to_quality(parser.parse_args(["time-to-quality"])), flush=True)
+        return
+    handler = {"memory": memory, "seams": seams, "gram-spread": gram_spread, "consistency": consistency,
+               "time-to-quality": time_to_quality}[args.command]
+    print(handler(args), flush=True)
+
+
+def _tile_used(size: int, iterations: int) -> int:
+    from impasto.engine import RenderParams
+    from impasto.engine.memory import plan_memory
+
+    params = RenderParams(image_size=size, memory_budget="4GB", num_iterations=iterations)
+    return plan_memory(params, size, size).tile_size
+
+
+if __name__ == "__main__":
+    main()
