@@ -147,7 +147,6 @@ def _border_ratio(image, rows, cols, reach: int = 2):
 
 def gram_spread(args: argparse.Namespace) -> str:
     """Per-tile Gram statistics of a tiled and a non-tiled render of the same pair and size."""
-    import torch
 
     from impasto import imaging
     from impasto.engine import RenderParams, render
