@@ -631,6 +631,8 @@ def run_worker(args: argparse.Namespace) -> int:
     from impasto.service.celery_app import check_broker_url, redact
 
     setup_logging(args.verbose + (0 if args.quiet else 1))
+    logging.getLogger("impasto").propagate = False   # Celery logs to the root logger too: say it once
+    _handler.setFormatter(logging.Formatter(f"%(asctime)s {PROG}: %(levelname)s: %(processName)s: %(message)s"))
     settings = _farm_settings({"broker_url": args.broker, "database_url": args.database_url,
                                "storage_url": args.storage_url})
     if not settings.broker_url:

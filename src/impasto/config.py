@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_upload_pixels: int = 40_000_000
     rate_limit_per_hour: int = 20     # uploads per IP and per email address
     max_attempts: int = 3             # a job that failed this often is failed for good
+    broker_visibility_timeout_seconds: int = 12 * 3600   # Redis broker: longer than the longest render
     download_link_seconds: int = 7 * 24 * 3600
     signed_url_seconds: int = 600
 

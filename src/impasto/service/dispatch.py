@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from impasto.service import jobs
-from impasto.service.models import JobKind, Worker, utcnow
+from impasto.service.models import Job, JobKind, Worker, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,15 @@ class WorkerInfo:
     last_heartbeat_at: datetime
     started_at: datetime
     alive: bool
+    progress: float | None = None      # of the current job, 0..1
 
     @classmethod
-    def from_row(cls, row: Worker, *, now: datetime | None = None) -> WorkerInfo:
+    def from_row(cls, row: Worker, *, now: datetime | None = None,
+                 stale_seconds: float = WORKER_STALE_SECONDS, progress: float | None = None) -> WorkerInfo:
         now = now or utcnow()
         return cls(row.name, row.host, row.device, row.memory_bytes, tuple(row.queues), row.current_job_id,
                    row.jobs_done, row.last_heartbeat_at, row.started_at,
-                   alive=now - row.last_heartbeat_at < timedelta(seconds=WORKER_STALE_SECONDS))
+                   alive=now - row.last_heartbeat_at < timedelta(seconds=stale_seconds), progress=progress)
 
 
 @runtime_checkable
@@ -77,11 +79,16 @@ class Dispatcher(Protocol):
         """The workers this dispatcher knows, with what each is doing."""
 
 
-def list_workers(*, session: Session) -> list[WorkerInfo]:
-    """Every worker row (embedded threads and farm machines alike), by name."""
+def list_workers(*, session: Session, stale_seconds: float = WORKER_STALE_SECONDS) -> list[WorkerInfo]:
+    """Every worker row (embedded threads and farm machines alike), by name, with its job's progress.
+
+    A worker not heard from for ``stale_seconds`` is not ``alive``: shown as gone.
+    """
     now = utcnow()
-    rows = session.scalars(select(Worker).order_by(Worker.name))
-    return [WorkerInfo.from_row(row, now=now) for row in rows]
+    rows = session.execute(select(Worker, Job.progress).outerjoin(Job, Job.id == Worker.current_job_id)
+                           .order_by(Worker.name)).all()
+    return [WorkerInfo.from_row(row, now=now, stale_seconds=stale_seconds, progress=progress)
+            for row, progress in rows]
 
 
 class LocalDispatcher:

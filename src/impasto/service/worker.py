@@ -88,12 +88,15 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
             settings: Settings, progress_seconds: float = jobs.PROGRESS_SECONDS,
             lease_seconds: float = jobs.LEASE_SECONDS,
             interrupt: threading.Event | None = None,
-            snapshot_seconds: float | None = None) -> JobStatus | None:
+            snapshot_seconds: float | None = None,
+            machine: dict[str, Any] | None = None) -> JobStatus | None:
     """Run the claimed job ``job_id`` to its end; returns its new status (None: not ours to run).
 
     ``interrupt`` (the dispatcher's ``stopping`` event) hands the job back to the queue.
     ``snapshot_seconds``: a preview also stores its image in progress under ``snapshot_key``
     at most this often, for the shop's live tiles (None: never).
+    ``machine``: options of the machine that renders (a farm worker's ``device`` and
+    ``memory_budget``), over the preset's, the preview's and the job's own.
     """
     task = _load_task(session_factory, job_id)
     if task is None:
@@ -106,7 +109,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
                                         lease_seconds=lease_seconds, stop=stop, interrupt=interrupt)
             if snapshot_seconds and task.kind is JobKind.PREVIEW:
                 report = _with_snapshots(report, storage, job_id, snapshot_seconds)
-            result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report)
+            result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report,
+                                    machine=machine or {})
     except RenderCancelled:
         log.info("job %s cancelled while rendering", job_id)
         status = _record(session_factory, jobs.mark_cancelled, **fenced) and JobStatus.CANCELLED
@@ -158,7 +162,7 @@ def _record(session_factory: sessionmaker[Session], step: Callable, **values):
 # --- rendering ---------------------------------------------------------------------------
 
 def _render(task: _Task, *, storage, catalog: Catalog, settings: Settings,
-            report: Callable[[Progress], None]) -> tuple[str, str]:
+            report: Callable[[Progress], None], machine: dict[str, Any]) -> tuple[str, str]:
     """Render the task; store and return (result key, state key)."""
     from impasto import imaging
     from impasto.engine import render
@@ -172,10 +176,10 @@ def _render(task: _Task, *, storage, catalog: Catalog, settings: Settings,
         if task.kind is JobKind.PRINT and parent is None:
             log.warning("print job %s has no preview state to continue: rendering from the preset",
                         task.job_id)
-        params = _params(task, style, settings, parent.params if parent else None)
+        params = _params(task, style, settings, parent.params if parent else None, machine)
         own = (_stored_state(storage, state_key(task.job_id), workdir / "own.state")
                if task.attempts > 1 else None)
-        start = own if own is not None and own.params == params else parent
+        start = own if own is not None and _same_render(own.params, params) else parent
         saved = RenderState(params, dict(start.scales) if start and task.kind is JobKind.PREVIEW else {})
         result = render(photo, [style.image()], params, report, resume=start.latest() if start else None,
                         on_scale=_state_saver(saved, storage, task, workdir / "state.safetensors"))
@@ -187,8 +191,9 @@ def _render(task: _Task, *, storage, catalog: Catalog, settings: Settings,
     return result_key(task.job_id), state_key(task.job_id)
 
 
-def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams | None) -> RenderParams:
-    """The style's preset (or, for a print, its preview's options), then the job's own options."""
+def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams | None,
+            machine: dict[str, Any]) -> RenderParams:
+    """The style's preset (or, for a print, its preview's options), the job's own options, the machine's."""
     from impasto.engine.params import RenderParams
 
     if task.kind is JobKind.PREVIEW:
@@ -197,7 +202,15 @@ def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams 
     else:
         base = parent.model_dump() if parent is not None else dict(style.preset)
         base["dpi"] = settings.print_dpi
-    return RenderParams.build(**{**base, **task.params})
+    return RenderParams.build(**{**base, **task.params, **machine})
+
+
+MACHINE_OPTIONS = ("device", "memory_budget", "tile_size")   # where and how, never what is rendered
+
+
+def _same_render(saved: RenderParams, params: RenderParams) -> bool:
+    """Whether a saved state continues this render: equal options but the machine's (tiling is exact)."""
+    return saved.model_dump(exclude=set(MACHINE_OPTIONS)) == params.model_dump(exclude=set(MACHINE_OPTIONS))
 
 
 def _image_from_bytes(data: bytes, path: Path):
