@@ -33,6 +33,9 @@
     if (bar) { bar.value = o.print_progress; bar.hidden = !!o.download_url; }
     var link = box.querySelector("[data-download]");
     if (link && o.download_url) { link.href = o.download_url; link.hidden = false; }
+    box.querySelectorAll("[data-lede]").forEach(function (p) {
+      p.hidden = (p.dataset.lede === "ready") !== !!o.download_url;
+    });
   }
 
   function update(view) {
@@ -62,12 +65,28 @@
 
   function follow(root) {
     if (!window.EventSource) { poll(root.dataset.poll); return; }
-    var source = new EventSource(root.dataset.events), failures = 0;
-    source.addEventListener("portrait", function (e) { failures = 0; update(JSON.parse(e.data)); });
-    source.addEventListener("done", function () { source.close(); });
+    var source = new EventSource(root.dataset.events), failures = 0, heard = Date.now(), finished = false;
+    var watchdog = setInterval(function () {   // a stream gone quiet behind a proxy: ask once
+      if (finished) { clearInterval(watchdog); return; }
+      if (Date.now() - heard > 20000) { heard = Date.now(); once(root.dataset.poll); }
+    }, 5000);
+    source.addEventListener("portrait", function (e) {
+      failures = 0; heard = Date.now();
+      var view = JSON.parse(e.data); update(view); finished = view.done;
+    });
+    source.addEventListener("done", function () { finished = true; source.close(); });
     source.onerror = function () {           // a proxy that buffers or drops streams: poll instead
-      if (++failures >= 3 || source.readyState === EventSource.CLOSED) { source.close(); poll(root.dataset.poll); }
+      if (++failures >= 3 || source.readyState === EventSource.CLOSED) {
+        finished = true; source.close(); poll(root.dataset.poll);
+      }
     };
+  }
+
+  function once(url) {
+    fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (view) { if (view) update(view); })
+      .catch(function () {});
   }
 
   function checkUpload(form) {
