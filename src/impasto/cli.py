@@ -522,6 +522,9 @@ def _add_serve(commands, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     serve.add_argument("--workers", type=int, metavar="N",
                        help="render threads (default: $IMPASTO_WORKERS, else 1)")
+    serve.add_argument("--broker", metavar="URL",
+                       help="hand renders to the farm's workers over this broker (amqp:// or redis://) "
+                            "instead of rendering here (default: $IMPASTO_BROKER_URL)")
     serve.set_defaults(handler=run_serve)
 
 
@@ -571,6 +574,8 @@ def _serve_settings(args: argparse.Namespace):
     updates: dict[str, Any] = {}
     if args.workers is not None:
         updates["workers"] = args.workers
+    if args.broker:
+        updates["broker_url"] = args.broker
     if not os.environ.get("IMPASTO_PUBLIC_URL"):
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         updates["public_url"] = f"http://{host if ':' not in host else f'[{host}]'}:{args.port}"

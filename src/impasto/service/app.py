@@ -193,15 +193,15 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:
+    """Embedded render threads; with ``Settings.broker_url``, the farm's dispatcher."""
     from impasto.service import worker
     from impasto.service.dispatch import LocalDispatcher
-    from impasto.service.security import SecurityError
 
     if settings.broker_url:
-        # The farm's dispatcher is chosen by whoever builds it (``impasto worker``, issue 6)
-        # and passed in; the shop does not guess a broker's wiring.
-        raise SecurityError("IMPASTO_BROKER_URL is set: pass the farm's dispatcher to create_app() "
-                            "(embedded mode needs no broker)")
+        from impasto.service.farm import make_dispatcher  # the farm (issue 6) owns the broker's wiring
+
+        return make_dispatcher(settings, session_factory=sessions, storage=storage, catalog=catalog,
+                               snapshot_seconds=SNAPSHOT_SECONDS)
     stopping = threading.Event()
     run = functools.partial(worker.run_job, session_factory=sessions, storage=storage, catalog=catalog,
                             settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS)
