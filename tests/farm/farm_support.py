@@ -266,8 +266,10 @@ class Farm:
             return list(session.scalars(select(Email).where(Email.dedupe_key.in_(keys))))
 
     def outputs(self, job_id: int) -> list[str]:
+        """The files stored under the job's key, except the live tile's passing snapshot."""
         folder = self.files / "jobs" / str(job_id)
-        return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+        names = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+        return [name for name in names if name != "snapshot.jpg"]
 
 
 def idle_gaps(rows: list[Job], *, tolerance_seconds: float) -> tuple[list[str], float]:

@@ -200,8 +200,10 @@ def test_the_sweeper_republishes_lost_messages_and_jobs_of_dead_workers(sessions
     assert sweeper.sweep() == {"requeued": 0, "preview": 0, "print": 0}   # a shortfall seen once...
     assert sweeper.sweep() == {"requeued": 0, "preview": 1, "print": 1}   # ...and again: published
     assert sweeper.sweep() == {"requeued": 0, "preview": 0, "print": 0}   # nothing twice
-    purge(rabbit, "preview")                                             # a message lost
+    purge(rabbit, "preview")                                             # a message lost...
     sweeper.sweep()
+    assert sweeper.sweep()["preview"] == 0          # ...within a minute of its publish: not yet
+    sweeper.sent.clear()                            # a minute later
     assert sweeper.sweep()["preview"] == 1 and waiting(rabbit, "preview") == 1
     later = utcnow() + timedelta(seconds=61)
     assert sweeper.sweep(now=later) == {"requeued": 1, "preview": 0, "print": 0}
@@ -255,3 +257,31 @@ def test_workers_not_heard_from_show_as_gone_with_their_jobs_progress(sessions):
         infos = {info.name: info for info in list_workers(session=session, stale_seconds=10)}
     assert (infos["a"].alive, infos["a"].progress, infos["a"].current_job_id) == (True, 0.25, job_id)
     assert (infos["b"].alive, infos["b"].progress) == (False, None)
+
+
+def test_the_heartbeat_clears_a_job_its_dead_render_process_left_on_the_row(sessions, tmp_path):
+    left, running = add_jobs(sessions, [JobKind.PREVIEW, JobKind.PREVIEW])
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'farm.db'}")
+    runtime = WorkerRuntime(WorkerConfig(name="w1", machine=CPU, queues=["preview"], budget="1GB",
+                                         settings=settings))
+    runtime.register()
+    with sessions() as session:
+        jobs.claim(session=session, worker="w1", job_id=running)
+        jobs.worker_seen(session=session, name="w1", current_job_id=running)
+    runtime._heartbeat()
+    assert list_workers(session=sessions())[0].current_job_id == running      # still ours: kept
+    with sessions() as session:      # the render process died: the sweeper requeued its job
+        jobs.requeue_stale(session=session, all_running=True)
+        jobs.worker_seen(session=session, name="w1", current_job_id=left)   # and a job never claimed
+    runtime._heartbeat()
+    runtime.resources().engine.dispose()
+    assert list_workers(session=sessions())[0].current_job_id is None
+
+
+def test_an_unreachable_database_is_one_line_and_exit_2(amqp_url, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPASTO_DATA_DIR", str(tmp_path))
+    argv = ["worker", "-q", "--device", "cpu", "--broker", amqp_url,
+            "--database-url", "postgresql://nobody@127.0.0.1:1/none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("impasto: error: database: ") and err.count("\n") == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Self
@@ -47,15 +48,16 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0            # the shop's sweeper; workers sweep less often (farm_worker)
 RETRY_SECONDS = 2.0             # after a failed publish (broker down), try again this soon
-RESEND_GRACE_SECONDS = 30.0     # a job this process published lately is re-sent last
+RESEND_GRACE_SECONDS = 60.0     # a job this process published this lately is not re-sent yet
 
 
 def make_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session], storage,
-                    catalog: Catalog, **options: Any) -> Dispatcher:
+                    catalog: Catalog, snapshot_seconds: float | None = None, **options: Any) -> Dispatcher:
     """The shop's dispatcher: render threads (no broker) or the farm (``settings.broker_url``).
 
-    ``impasto serve --broker URL`` sets ``broker_url``; the embedded dispatcher runs
-    ``settings.workers`` threads of ``worker.run_job``. ``options`` go to the dispatcher.
+    ``impasto serve --broker URL`` sets ``broker_url``. Without one, ``settings.workers``
+    threads run ``worker.run_job`` (with ``snapshot_seconds`` for the live tiles; farm
+    workers store their own snapshots). ``options`` go to the dispatcher's constructor.
     """
     if settings.broker_url:
         return CeleryDispatcher(session_factory=session_factory, broker_url=settings.broker_url,
@@ -66,7 +68,8 @@ def make_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session
 
     stopping = threading.Event()
     run = functools.partial(worker.run_job, session_factory=session_factory, storage=storage,
-                            catalog=catalog, settings=settings, interrupt=stopping)
+                            catalog=catalog, settings=settings, interrupt=stopping,
+                            snapshot_seconds=snapshot_seconds)
     return LocalDispatcher(session_factory=session_factory, run_job=run, threads=settings.workers,
                            stopping=stopping, **options)
 
@@ -103,7 +106,7 @@ class CeleryDispatcher:
         self.stopping.clear()
         self._thread = threading.Thread(target=self._loop, name="impasto-dispatch", daemon=True)
         self._thread.start()
-        log.info("farm dispatcher started on %s", self.app.conf.broker_url and _shown(self.app))
+        log.info("farm dispatcher started on %s", _shown(self.app))
 
     def stop(self, *, timeout_seconds: float | None = None) -> None:
         self.stopping.set()
@@ -192,8 +195,9 @@ class Sweeper:
     - Others: for each queue, the queued jobs in the table are counted against the
       messages waiting in the broker. A worker that has just received a message and not
       yet claimed its job makes the count one short for an instant, so a shortfall is
-      acted on only when the previous sweep saw it too; jobs this process published
-      lately (``published()``) go last in line.
+      acted on only when the previous sweep saw it too, and jobs this process published
+      in the last minute (``published()``) are not re-sent yet: a message lost that soon
+      after its publish (a broker that lost persisted data) is re-sent a minute later.
     """
 
     def __init__(self, app: Celery, session_factory: sessionmaker[Session]):
@@ -212,7 +216,7 @@ class Sweeper:
         counts = {"requeued": len(requeued)}
         for kind in JobKind:
             counts[kind.value] = self._publish_missing(kind)
-        cutoff = time.monotonic() - 10 * RESEND_GRACE_SECONDS
+        cutoff = time.monotonic() - RESEND_GRACE_SECONDS
         self.sent = {job_id: at for job_id, at in self.sent.items() if at > cutoff}
         if any(counts.values()):
             log.info("sweeper: %s", ", ".join(f"{key} {value}" for key, value in counts.items()))
@@ -241,11 +245,13 @@ class Sweeper:
         if confirmed <= 0:
             return 0
         now = time.monotonic()
-        recent = {job_id for job_id, at in self.sent.items() if now - at < RESEND_GRACE_SECONDS}
-        # Stable sort: jobs not published lately first, each group in the table's claim order.
-        for job_id, priority in sorted(queued, key=lambda row: row[0] in recent)[:confirmed]:
+        candidates = [row for row in queued if now - self.sent.get(row[0], -math.inf) >= RESEND_GRACE_SECONDS]
+        confirmed = min(confirmed, len(candidates))
+        for job_id, priority in candidates[:confirmed]:
             send_job(self.app, job_id=job_id, kind=kind.value, priority=priority)
             self.published(job_id)
+        if not confirmed:
+            return 0
         log.warning("sweeper: %d %s job(s) had no message in the broker; published them again",
                     confirmed, kind.value)
         self._short[kind] = 0

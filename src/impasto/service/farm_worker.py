@@ -51,6 +51,7 @@ CPU_BUDGET_SHARE = 0.5           # of the system's RAM (the OS, the worker, the 
 HEARTBEAT_SECONDS = 10.0
 WORKER_SWEEP_SECONDS = 60.0      # the shop sweeps more often; workers sweep when no shop runs
 PROBE_TIMEOUT_SECONDS = 120.0
+SNAPSHOT_SECONDS = 3.0           # a preview's picture in progress, for the shop's live tiles
 
 _PROBE = """
 import json, torch
@@ -142,6 +143,7 @@ class WorkerConfig:
     lease_seconds: float = jobs.LEASE_SECONDS
     heartbeat_seconds: float = HEARTBEAT_SECONDS
     sweep_seconds: float = WORKER_SWEEP_SECONDS
+    snapshot_seconds: float | None = SNAPSHOT_SECONDS
     host: str = field(default_factory=socket.gethostname)
 
     @property
@@ -205,7 +207,8 @@ class WorkerRuntime:
 
             status = worker.run_job(job_id, session_factory=res.sessions, storage=res.storage,
                                     catalog=res.catalog, settings=config.settings,
-                                    lease_seconds=config.lease_seconds, machine=config.machine_options(kind))
+                                    lease_seconds=config.lease_seconds, snapshot_seconds=config.snapshot_seconds,
+                                    machine=config.machine_options(kind))
         finally:
             self._seen(None, finished_job=True)
         if status is JobStatus.QUEUED:   # failed, attempts left: its next attempt needs a message
@@ -288,7 +291,8 @@ class WorkerRuntime:
 
 
 def _device_label(machine: Machine) -> str:
-    return machine.device if machine.label == machine.device else f"{machine.device} ({machine.label})"
+    label = machine.device if machine.label == machine.device else f"{machine.device} ({machine.label})"
+    return label[:64]     # the column's width
 
 
 def _build_resources(settings: Settings) -> _Resources:
