@@ -20,7 +20,6 @@ from test_app_common import (
     make_settings,
     new_portrait,
     photo_bytes,
-    read_events,
     wait_for,
 )
 
@@ -71,20 +70,32 @@ def test_the_pages_work_without_javascript(web):
 def test_the_event_stream_shows_progress_as_it_happens(web):
     client, shop = web
     portrait = new_portrait(client, shop, finished=False)
-    events: list = []
-    reader = threading.Thread(target=lambda: events.extend(read_events(client, portrait["events_url"])))
+    views: list[dict] = []
+    names: list[str] = []
+
+    def read() -> None:
+        with client.stream("GET", portrait["events_url"]) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    names.append(line[7:])
+                elif line.startswith("data: ") and names[-1] == "portrait":
+                    views.append(json.loads(line[6:]))
+
+    reader = threading.Thread(target=read)
     reader.start()
     with shop.sessions() as session:
         for job_id in [p["id"] for p in portrait["previews"]]:
             jobs.claim(session=session, worker="test", job_id=job_id)
             jobs.report_progress(session=session, job_id=job_id, progress=0.5, iteration=2, total=4)
-    time.sleep(1.5)                                            # the stream looks every 0.5 s
+
+    def halfway() -> bool:
+        return any(p["progress"] == 0.5 and p["iteration"] == 2 and p["status"] == "running"
+                   for view in list(views) for p in view["previews"])
+
+    wait_for(halfway, "the progress in the stream", seconds=30)
     finish_jobs_running(shop)
     reader.join(30)
-    views = [json.loads(data) for name, data in events if name == "portrait"]
-    assert events[-1][0] == "done" and views[-1]["done"]
-    halfway = [p for view in views for p in view["previews"] if p["status"] == "running"]
-    assert any(p["progress"] == 0.5 and p["iteration"] == 2 for p in halfway)
+    assert names[-1] == "done" and views[-1]["done"]
     assert all(p["status"] == "done" for p in views[-1]["previews"])
 
 
