@@ -70,6 +70,8 @@ def test_two_threads_run_ten_jobs_exactly_once_each(sessions):
     dispatcher = LocalDispatcher(session_factory=sessions, run_job=recorder, threads=2, poll_seconds=0.1)
     with dispatcher:
         wait_until(lambda: count(sessions, JobStatus.DONE) == 10, "ten jobs done")
+        # a thread counts its job in its worker row just after run_job returns: wait for that too
+        wait_until(lambda: sum(info.jobs_done for info in dispatcher.workers()) == 10, "ten jobs counted")
         infos = dispatcher.workers()
     assert Counter(job_id for job_id, _ in recorder.runs) == Counter(ids)
     assert len({thread for _, thread in recorder.runs}) == 2
