@@ -192,3 +192,28 @@ def test_the_openapi_schema_lists_the_flow(web):
     assert "multipart/form-data" in upload_body
     prints = client.get("/api/v1/prints").json()
     assert prints["prints"][0] == {"size": "1x1in", "price_cents": 900, "currency": "EUR"}
+
+
+def test_the_stream_stays_open_between_a_print_finishing_and_its_order_becoming_ready(web):
+    """The worker finishes the print job, then readies the order in a second commit; a view
+    read in between must not say "done", or the confirmation page never shows its download."""
+    client, shop = web
+    portrait = new_portrait(client, shop)
+    preview_id = portrait["previews"][0]["id"]
+    settings_size = shop.settings.prints[0].size
+    response = client.post(f"/api/v1/portraits/{portrait['id']}/orders",
+                           json={"preview_id": preview_id, "print_size": settings_size,
+                                 "shipping_name": "Ada Lovelace", "shipping_address": "12 St James's Square"})
+    assert response.status_code == 201, response.text
+    with shop.sessions() as session:                       # the first commit only: the job is done
+        job = jobs.claim(session=session, worker="test", kinds=[JobKind.PRINT])
+        jobs.finish(session=session, job_id=job.id, result_key=f"jobs/{job.id}/result.png")
+    view = client.get(f"/api/v1/portraits/{portrait['id']}").json()
+    assert view["orders"][0]["download_url"] is None and view["done"] is False
+    with shop.sessions() as session:                       # the second: the order is ready
+        order = session.scalars(select(Order)).one()
+        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
+        session.commit()
+    view = client.get(f"/api/v1/portraits/{portrait['id']}").json()
+    assert view["orders"][0]["download_url"] and view["done"] is True

@@ -183,7 +183,19 @@ def portrait_view(shop: Shop, session: Session, portrait: Portrait) -> dict[str,
             "events_url": f"/api/v1{base}/events", "created_at": portrait.created_at.isoformat(),
             "previews": previews,
             "orders": [order_summary(order, jobs_by_id.get(order.print_job_id)) for order in orders],
-            "done": not any(job.status in ACTIVE for job in rows)}
+            "done": not any(job.status in ACTIVE for job in rows)
+                    and all(_settled(order, jobs_by_id.get(order.print_job_id)) for order in orders)}
+
+
+def _settled(order: Order, print_job: Job | None) -> bool:
+    """Nothing more will change on the page: the order is past rendering, or its print failed.
+
+    The worker finishes the print job, then marks the order ready in a second commit: a view
+    read between the two has no active job and no download link yet, and must not end a
+    live stream (the confirmation page would never show its download button)."""
+    if order.status not in (OrderStatus.ORDERED, OrderStatus.RENDERING):
+        return True
+    return print_job is not None and print_job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def _preview(base: str, job: Job, titles: dict[str, str]) -> dict[str, Any]:
