@@ -37,18 +37,21 @@ REDIS_URL = os.environ.get("IMPASTO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("IMPASTO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def throughput(farm: Farm, count: int) -> tuple[float, dict[str, int]]:
-    """Jobs per minute for ``count`` jobs queued at once, and how many each worker took."""
+def throughput(farm: Farm, count: int) -> dict:
+    """``count`` jobs queued at once: jobs/min (first enqueue to last finish), the mean seconds
+    a job took on its worker, the workers' busy share of the span, and each worker's count."""
     ids = farm.enqueue(count)
     rows = farm.wait_finished(ids, seconds=60 * 30)
     failed = [row.id for row in rows if row.status.value != "done"]
     if failed:
         raise SystemExit(f"jobs {failed} did not finish: {farm.summary(failed)}")
     span = (max(row.finished_at for row in rows) - min(row.created_at for row in rows)).total_seconds()
+    busy = [(row.finished_at - row.started_at).total_seconds() for row in rows]
     shares: dict[str, int] = {}
     for row in rows:
         shares[row.worker] = shares.get(row.worker, 0) + 1
-    return 60 * count / span, shares
+    return {"per_min": 60 * count / span, "job_s": statistics.mean(busy),
+            "busy": sum(busy) / (span * len(shares)), "shares": shares}
 
 
 def warm_up(farm: Farm, name: str) -> None:
@@ -99,19 +102,21 @@ def run(farm: Farm, args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         if "b2" in farm.procs:
             farm.stop_worker("b2")
-        one, _ = throughput(farm, args.jobs)
+        one = throughput(farm, args.jobs)
         farm.start_worker("b2")
         farm.wait_ready("b2")
         warm_up(farm, "b2")
-        two, shares = throughput(farm, args.jobs)
-        rounds.append((one, two, shares))
+        rounds.append((one, throughput(farm, args.jobs)))
     times = overhead_ms(farm, args.overhead_jobs)
-    print("\n| round | jobs | 1 worker, jobs/min | 2 workers, jobs/min | × |\n|---|---|---|---|---|")
-    for index, (one, two, _) in enumerate(rounds, start=1):
-        print(f"| {index} | {args.jobs} | {one:.1f} | {two:.1f} | {two / one:.2f} |")
-    one, two = (statistics.mean(r[0] for r in rounds), statistics.mean(r[1] for r in rounds))
-    print(f"| mean | | {one:.1f} | {two:.1f} | **{two / one:.2f}** |")
-    print(f"\njobs per worker with two, by round: {[r[2] for r in rounds]}")
+    print("\n| round | workers | jobs | jobs/min | × | s per job on its worker | workers busy |")
+    print("|---|---|---|---|---|---|---|")
+    for index, (one, two) in enumerate(rounds, start=1):
+        for workers, result in ((1, one), (2, two)):
+            print(f"| {index} | {workers} | {args.jobs} | {result['per_min']:.1f} | "
+                  f"{result['per_min'] / one['per_min']:.2f} | {result['job_s']:.2f} | {result['busy']:.0%} |")
+    one, two = (statistics.mean(r[0]["per_min"] for r in rounds), statistics.mean(r[1]["per_min"] for r in rounds))
+    print(f"\nmean: 1 worker {one:.1f} jobs/min, 2 workers {two:.1f} jobs/min: **{two / one:.2f}×**")
+    print(f"jobs per worker with two, by round: {[r[1]['shares'] for r in rounds]}")
     print(f"dispatch overhead (enqueue → claim), {len(times)} jobs to idle workers: "
           f"median {statistics.median(times):.1f} ms, min {min(times):.1f} ms, max {max(times):.1f} ms")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

@@ -67,6 +67,13 @@ def wait_until(condition, what: str, *, seconds: float, on_timeout=None, poll: f
 
 # --- isolated brokers and databases ------------------------------------------------------
 
+def missing(reason: str) -> None:
+    """Skip, or fail under IMPASTO_REQUIRE_SERVICES=1 (as tests/conftest.py's service fixtures)."""
+    if os.environ.get("IMPASTO_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
@@ -79,7 +86,7 @@ def amqp_vhost(amqp_url: str) -> Iterator[str]:
         rabbitmqctl("add_vhost", vhost)
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot make a RabbitMQ virtual host with rabbitmqctl: {exc}")
+        missing(f"cannot make a RabbitMQ virtual host with rabbitmqctl: {exc}")
     try:
         yield urllib.parse.urlsplit(amqp_url)._replace(path="/" + vhost).geturl()
     finally:
@@ -98,7 +105,7 @@ def redis_database(redis_url: str) -> Iterator[str]:
         if client.dbsize() == 0:
             break
     else:
-        pytest.skip("no empty Redis database among 1..15")
+        missing("no empty Redis database among 1..15")
     try:
         yield f"{base}/{number}"
     finally:

@@ -142,7 +142,7 @@ def waiting_messages(app: Celery, queue: str) -> int:
     from amqp.exceptions import NotFound  # amqp ships with kombu, also for Redis
     from kombu.exceptions import ChannelError
 
-    with app.connection_for_write() as connection:
+    with app.pool.acquire(block=True) as connection:     # pooled: the sweeper asks every few seconds
         connection.ensure_connection(max_retries=1)
         channel = connection.channel()
         try:
