@@ -221,6 +221,30 @@ def consistency(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# --- the print in docs/ ------------------------------------------------------------------
+
+def sample(args: argparse.Namespace) -> str:
+    """The print downsampled beside a 1:1 crop of it, one JPEG (≤ 1200 px wide)."""
+    from PIL import Image, ImageDraw
+
+    printed = Image.open(args.image).convert("RGB")
+    side = args.height
+    small = printed.resize((round(printed.width * side / printed.height), side), Image.LANCZOS)
+    left = min(max(0, round(printed.width * args.at[0]) - args.crop_width // 2), printed.width - args.crop_width)
+    top = min(max(0, round(printed.height * args.at[1]) - side // 2), printed.height - side)
+    crop = printed.crop((left, top, left + args.crop_width, top + side))
+    sheet = Image.new("RGB", (small.width + 8 + crop.width, side), "white")
+    sheet.paste(small, (0, 0))
+    sheet.paste(crop, (small.width + 8, 0))
+    draw = ImageDraw.Draw(sheet)
+    draw.rectangle([round(left * side / printed.height), round(top * side / printed.height),
+                    round((left + args.crop_width) * side / printed.height),
+                    round((top + side) * side / printed.height)], outline="white", width=2)
+    sheet.save(args.output, quality=args.quality)
+    return (f"{args.output}: {printed.width}×{printed.height} print at {side} px high, beside a 1:1 crop "
+            f"of {crop.width}×{crop.height} px from ({left}, {top}); {args.output.stat().st_size // 1024} KB")
+
+
 # --- time to quality ----------------------------------------------------------------------
 
 def load_scorer():
@@ -305,6 +329,13 @@ def main() -> None:
     ttq.add_argument("--size", type=int, default=512)
     ttq.add_argument("--iterations", type=int, default=500)
     ttq.add_argument("--budgets", default="100,150,200", help="multi-scale totals to try, in order")
+    samp = commands.add_parser("sample", parents=[common])
+    samp.add_argument("image", type=Path)
+    samp.add_argument("-o", "--output", type=Path, required=True)
+    samp.add_argument("--height", type=int, default=800)
+    samp.add_argument("--crop-width", type=int, default=392)
+    samp.add_argument("--at", type=float, nargs=2, default=(0.6, 0.3), help="crop centre, fractions")
+    samp.add_argument("--quality", type=int, default=85)
     commands.add_parser("all", parents=[common])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +348,7 @@ def main() -> None:
         print(time_to_quality(parser.parse_args(["time-to-quality"])), flush=True)
         return
     handler = {"memory": memory, "seams": seams, "gram-spread": gram_spread, "consistency": consistency,
-               "time-to-quality": time_to_quality}[args.command]
+               "time-to-quality": time_to_quality, "sample": sample}[args.command]
     print(handler(args), flush=True)
 
 
