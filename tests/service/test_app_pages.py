@@ -217,3 +217,23 @@ def test_the_stream_stays_open_between_a_print_finishing_and_its_order_becoming_
         session.commit()
     view = client.get(f"/api/v1/portraits/{portrait['id']}").json()
     assert view["orders"][0]["download_url"] and view["done"] is True
+
+
+def test_the_admin_shows_each_worker_and_a_vanished_one_as_gone(web):
+    from datetime import timedelta
+
+    from impasto.service.models import utcnow
+
+    client, shop = web
+    with shop.sessions() as session:
+        jobs.register_worker(session=session, name="titan:4242:0", host="titan", device="cuda:0",
+                             queues=["preview", "print"], memory_bytes=12 * 2**30)
+        jobs.register_worker(session=session, name="gtx970:77:0", host="gtx970", device="cuda:0",
+                             queues=["preview"], memory_bytes=4 * 2**30, now=utcnow() - timedelta(hours=1))
+    page = client.get("/admin", auth=ADMIN).text
+    titan = page[page.index('data-worker="titan:4242:0"'):]
+    titan = titan[:titan.index("</tr>")]
+    assert "titan" in titan and "12.0 GiB" in titan and "preview, print" in titan and "alive" in titan
+    gone = page[page.index('data-worker="gtx970:77:0"'):]
+    gone = gone[:gone.index("</tr>")]
+    assert "4.0 GiB" in gone and ">gone<" in gone
