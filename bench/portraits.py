@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         portrait_strength=args.strength)
     extractor = extractor_for(base)
     rows = []
-    for portrait in PORTRAITS:
+    for portrait in args.portraits:
         photo_path = SHARED / "images" / "content" / portrait
         photo = imaging.load(photo_path)
         faces = detect_faces(photo)
@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--portraits", nargs="+", default=PORTRAITS,
+                        help="a subset (renders are kept in --out: run subsets in parallel, then all to sum up)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/portraits"))
     parser.add_argument("--sheet", type=Path, default=Path("docs/portrait-mode.jpg"))
     args = parser.parse_args()

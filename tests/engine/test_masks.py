@@ -47,9 +47,11 @@ def test_masks_reach_each_layer_area_averaged():
     weights = guide.content_weights(8, 8)
     assert weights[0, 0, 0, 0] == pytest.approx(1 + CONTENT_BOOST * 0.5)
     assert weights[0, 0, 0, 7] == 1
-    styles = guide.style_masks(8, 8)
+    assert guide.style_masks(8, 8).eq(1).all()          # up to 0.5 the face keeps all the style
+    styles = Guide(likeness=mask, strength=0.75).style_masks(8, 8)
     assert styles.shape == (1, 1, 8, 8)
     assert styles[0, 0, 0, 0] == pytest.approx(0.5) and styles[0, 0, 0, 7] == 1
+    assert Guide(likeness=mask, strength=1.0).style_masks(8, 8)[0, 0, 0, 0] == 0
 
 
 def test_region_masks_pick_levels_and_need_every_region():

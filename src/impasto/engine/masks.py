@@ -6,9 +6,13 @@ resolution (``at_size``: area-averaged, so a feature's weight is the share of it
 block the mask covers):
 
 - **likeness** (portrait mode): where the sitter's face is. Inside it the content weight
-  rises to ``1 + CONTENT_BOOST × strength`` times its value and the style's share of the
-  Gram falls to ``1 − strength``, so the face keeps its features while the rest is fully
-  painted. Faces come from OpenCV's Haar cascades (shipped in ``opencv-python-headless``
+  rises to ``1 + CONTENT_BOOST × strength`` times its value (×41 at the default 0.5), so the
+  face keeps its features while the rest is fully painted; above strength 0.5 the style's
+  share of the Gram in the face also falls, to none at 1. Measured in a 256 px tuning run
+  (Grace Hopper × Starry Night, 100 iterations): content ×41 alone gave face SSIM +0.14 for
+  −0.02 of whole-image style score; ×5.5 with the style halved in the face gave +0.25 for
+  −0.12 — taking style out of the face costs several times more style per unit of likeness.
+  Faces come from OpenCV's Haar cascades (shipped in ``opencv-python-headless``
   4.x, no download), or from a mask the user paints (``--face-mask``).
 - **regions** (``--mask``): a label image whose grey levels pick one style each; each
   region's Gram is the *guided* Gram of its masked features, compared with its own style's
@@ -28,7 +32,7 @@ from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
 
-CONTENT_BOOST = 9.0        # content weight × (1 + 9·strength) inside the face: ×5.5 at 0.5
+CONTENT_BOOST = 80.0       # content weight × (1 + 80·strength) inside the face: ×41 at 0.5
 DETECT_SIDE = 768          # faces are found on a copy this size: Haar speed is ∝ pixels
 MIN_FACE_SHARE = 0.08      # a face narrower than 8 % of the short side is background
 EYE_BOOST = 1.0            # eyes weigh double in the content term: likeness lives there
@@ -168,15 +172,19 @@ class Guide:
             return None
         return 1 + CONTENT_BOOST * self.strength * at_size(self.likeness, height, width)
 
+    def style_share(self) -> float:
+        """How much of the style a face keeps: all of it up to strength 0.5, none at 1."""
+        return 1 - max(0.0, 2 * self.strength - 1)
+
     def style_masks(self, height: int, width: int) -> torch.Tensor | None:
-        """R×1×H×W: each region's mask, times the style's share ``1 − strength·face``."""
+        """R×1×H×W: each region's mask, times the face's style share (None: no guidance)."""
         if not self.active:
             return None
         regions = (self.likeness.new_ones(1, 1, height, width) if self.regions is None
                    else at_size(self.regions, height, width))
-        if self.likeness is not None:
+        if self.likeness is not None and self.style_share() < 1:
             face = at_size(self.likeness, height, width).clamp(max=1)
-            regions = regions * (1 - self.strength * face)
+            regions = regions * (1 - (1 - self.style_share()) * face)
         return regions.transpose(0, 1)
 
 

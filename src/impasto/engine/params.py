@@ -81,8 +81,9 @@ class RenderParams(BaseModel):
     portrait: Literal["auto", "off"] = Field(
         "off", description="portrait mode: find faces and keep their likeness (auto) or not (off)")
     portrait_strength: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
-                                     description="portrait mode: how much more of the photo a face keeps "
-                                                 "(0: none, 1: most)")
+                                     description="portrait mode: how firmly a face keeps the photo: up to "
+                                                 "0.5 its structure, above that its look too (1: "
+                                                 "the face unpainted)")
     face_mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
                                    description="your own face mask (white = face), instead of detection")
     mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
