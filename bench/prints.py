@@ -97,13 +97,13 @@ def seams(args: argparse.Namespace) -> str:
     from PIL import Image
 
     from impasto.engine.params import RenderParams
-    from impasto.engine.tiling import model_geometry, plan_tiles
+    from impasto.engine.tiling import format_tile, model_geometry, plan_tiles, tile_shape
 
     params = RenderParams()
     image = np.asarray(Image.open(args.image).convert("RGB"), dtype=np.float32) / 255
     height, width = image.shape[:2]
     geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
-    tiles = plan_tiles(height, width, args.tile_size, geometry)
+    tiles = plan_tiles(height, width, tile_shape(args.tile_size), geometry)
     rows = sorted({t.rows.start for t in tiles} - {0})
     cols = sorted({t.cols.start for t in tiles} - {0})
     lines = ["| image | tiles | border ±2 px mean |∇| | interior mean |∇| | border ÷ interior |",
@@ -122,7 +122,7 @@ def seams(args: argparse.Namespace) -> str:
             border, interior = _border_ratio(data, r, c)
             ratio = border / interior if interior else float("nan")
             lines.append(f"| {label}, {where} | {len(tiles)} ({len(rows) + 1}×{len(cols) + 1}, "
-                         f"{args.tile_size} px) | {border:.5f} | {interior:.5f} | {ratio:.3f} |")
+                         f"{format_tile(args.tile_size)} px) | {border:.5f} | {interior:.5f} | {ratio:.3f} |")
     return "\n".join(lines)
 
 
@@ -315,7 +315,8 @@ def main() -> None:
     mem.add_argument("--resume", type=Path, help="continue this preview state (a print as the shop makes it)")
     seam = commands.add_parser("seams", parents=[common])
     seam.add_argument("image", type=Path)
-    seam.add_argument("--tile-size", type=int, required=True, help="the tile size the render used")
+    seam.add_argument("--tile-size", type=parse_tile, required=True,
+                      help="the tile the render used: a side (688) or rows×cols (1024x688)")
     seam.add_argument("--init", type=Path, help="the image the render started from")
     spread = commands.add_parser("gram-spread", parents=[common])
     spread.add_argument("--size", type=int, default=384)
@@ -342,8 +343,9 @@ def main() -> None:
     if args.command == "all":
         mem_args = parser.parse_args(["memory"])
         print(memory(mem_args), flush=True)
+        rows, cols = _tile_used(2048, mem_args.iterations)
         print(seams(parser.parse_args(["seams", str(OUT / "print-2048.png"), "--tile-size",
-                                       str(_tile_used(2048, mem_args.iterations))])), flush=True)
+                                       f"{rows}x{cols}"])), flush=True)
         print(gram_spread(parser.parse_args(["gram-spread"])), flush=True)
         print(time_to_quality(parser.parse_args(["time-to-quality"])), flush=True)
         return
@@ -352,12 +354,21 @@ def main() -> None:
     print(handler(args), flush=True)
 
 
-def _tile_used(size: int, iterations: int) -> int:
+def _tile_used(size: int, iterations: int) -> tuple[int, int]:
     from impasto.engine import RenderParams
     from impasto.engine.memory import plan_memory
+    from impasto.engine.tiling import tile_shape
 
     params = RenderParams(image_size=size, memory_budget="4GB", num_iterations=iterations)
-    return plan_memory(params, size, size).tile_size
+    return tile_shape(plan_memory(params, size, size).tile_size)
+
+
+def parse_tile(text: str) -> int | tuple[int, int]:
+    """``688`` or ``1024x688`` (rows × cols)."""
+    parts = [int(part) for part in text.lower().replace("×", "x").split("x")]
+    if len(parts) not in (1, 2) or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"tile {text!r}: a side (688) or rows x cols (1024x688)")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from impasto.engine.tiling import (
     extractor_geometry,
     model_geometry,
     plan_tiles,
+    tile_shape,
+    tile_shape_for_budget,
     tile_size_for_budget,
     tiled_features,
     tiled_grams,
@@ -72,6 +74,8 @@ def _untiled(extractor, content, styles, params, pixels):
                      "tv_weight": 0.0}),
     # each loss's gradient L1-normalised over the whole image, not per tile
     ((96, 128), 40, {"normalize_gradients": True, "content_weight": 2.0}),
+    # rectangular tiles, as a memory budget plans them
+    ((96, 128), (64, 40), {}),
 ])
 def test_tiled_gradient_equals_the_untiled_gradient(extractor, size, tile_size, options):
     content, pixels = _image(*size, seed=1), _image(*size, seed=2) * 255
@@ -163,18 +167,19 @@ def test_strides_per_layer_and_the_extractor_agrees(random_state):
     (3, 200, 8, LAYERS),                        # thinner than one alignment unit
     (517, 300, 128, [*DEFAULT_STYLE_LAYERS, *DEFAULT_CONTENT_LAYERS]),
     (33, 47, 1, ["relu1_1"]),
+    (130, 61, (72, 24), LAYERS),                # rectangular
 ])
 def test_inner_regions_partition_the_image_at_every_stride(height, width, tile_size, layers):
     geometry = model_geometry("vgg16", layers)
     tiles = plan_tiles(height, width, tile_size, geometry)
-    step = tile_size // geometry.align * geometry.align
+    steps = [side // geometry.align * geometry.align for side in tile_shape(tile_size)]
     for stride in (1, *sorted(set(geometry.strides.values()))):
         cover = torch.zeros(height // stride, width // stride, dtype=torch.int32)
         for tile in tiles:
             cover[tile.at(stride)] += 1
         assert bool((cover == 1).all()), f"stride {stride}: each position in exactly one tile"
     for tile in tiles:
-        for span, length in ((tile.rows, height), (tile.cols, width)):
+        for span, length, step in ((tile.rows, height, steps[0]), (tile.cols, width, steps[1])):
             assert 0 < span.stop - span.start <= step
             assert span.start % geometry.align == 0 and span.lo % geometry.align == 0
             assert (span.stop % geometry.align == 0) or span.stop == length
@@ -219,11 +224,37 @@ def test_tile_size_for_budget_is_the_largest_aligned_tile_that_fits(layers):
     assert tile_size_for_budget(2**29, layers, bytes_per_value=2) > tile_size_for_budget(2**29, layers)
 
 
+@pytest.mark.parametrize(("height", "width"), [(1024, 1024), (2048, 2048), (4096, 4096), (3000, 4500)])
+def test_a_budget_tile_may_be_a_rectangle_that_covers_the_image_with_less_compute(height, width):
+    """A square tile is cut down to share the image evenly (976 px fits a budget, a 1024²
+    image then takes four 512² tiles); a rectangle can use the budget the square leaves."""
+    layers = [*DEFAULT_STYLE_LAYERS, *DEFAULT_CONTENT_LAYERS]
+    geometry = model_geometry("vgg16", layers)
+    budget = 3 * 2**30
+
+    def compute(tile_size) -> int:   # pixels run through VGG, halos included
+        return sum((t.rows.hi - t.rows.lo) * (t.cols.hi - t.cols.lo)
+                   for t in plan_tiles(height, width, tile_size, geometry))
+
+    shape = tile_shape_for_budget(height, width, budget, layers)
+    assert estimate_tile_bytes(shape, layers) <= budget
+    assert all(side % geometry.align == 0 for side in shape)
+    square = tile_size_for_budget(budget, layers)
+    assert compute(shape) <= compute(square)
+    if (height, width) == (1024, 1024):   # 4 tiles of 512² as squares, 2 of 1024×512 as rectangles
+        assert len(plan_tiles(height, width, square, geometry)) == 4
+        assert len(plan_tiles(height, width, shape, geometry)) == 2
+    capped = tile_shape_for_budget(height, width, budget, layers, max_side=256)
+    assert max(capped) <= 256
+
+
 def test_a_budget_below_one_tile_or_not_positive_is_a_param_error():
     deep = [*DEFAULT_STYLE_LAYERS, *DEFAULT_CONTENT_LAYERS]
     with pytest.raises(ParamError, match=r"MiB") as info:
         tile_size_for_budget(estimate_tile_bytes(16, deep) - 1, deep)
     assert "\n" not in str(info.value)
+    with pytest.raises(ParamError, match=r"MiB"):
+        tile_shape_for_budget(2048, 2048, estimate_tile_bytes(16, deep) - 1, deep)
     for budget in (0, -1, float("nan")):
         with pytest.raises(ParamError, match="positive"):
             tile_size_for_budget(budget, deep)

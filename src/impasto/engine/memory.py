@@ -13,9 +13,10 @@ A scale needs, besides the process itself (Python, torch, the VGG weights):
   ``HISTORY_SHARE`` of what the rest leaves when the full history would not fit — L-BFGS
   works with a few steps of history, only less well;
 - **one tile's activations** for forward and backward (``tiling.estimate_tile_bytes``):
-  the tile gets whatever is left, so a print uses its budget and is not slower than it must
-  be (large tiles waste less on halos), and memory stays flat as the print grows — only the
-  tile shrinks.
+  the tile gets whatever is left, as a rectangle if that covers the image with less compute
+  than a square (``tiling.tile_shape_for_budget``), so a print uses its budget and is not
+  slower than it must be (large tiles waste less on halos), and memory stays flat as the
+  print grows — only the tile shrinks.
 
 These are estimates from layer shapes and measured factors, not measurements; ``SAFETY``
 leaves room for the allocator. ``bench/prints.py memory`` checks them (docs/benchmarks.md).
@@ -26,14 +27,13 @@ freed) and fit in what the optimiser takes later.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
 
 import torch
 
 from impasto.engine.params import RenderParams
-from impasto.engine.tiling import estimate_tile_bytes, model_geometry, tile_size_for_budget
+from impasto.engine.tiling import TileSize, estimate_tile_bytes, model_geometry, tile_shape_for_budget
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def parse_bytes(text: str) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    tile_size: int                              # 0: the whole image at once
+    tile_size: TileSize                         # side or (rows, cols); 0: the whole image at once
     lbfgs_history: int
     lean: bool = False                          # the memory-lean L-BFGS (lbfgs.minimize)
     history_dtype: torch.dtype | None = None    # its history storage (None: the image's)
@@ -85,7 +85,7 @@ def plan_memory(params: RenderParams, height: int, width: int) -> MemoryPlan:
     step = pixels if lbfgs else 0          # an (s, y) pair in float16
     history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
     left = usable - fixed - history * step
-    whole = estimate_tile_bytes(math.ceil(math.sqrt(height * width)), layers, model=params.model)
+    whole = estimate_tile_bytes((height, width), layers, model=params.model)
     lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
     # whole image: content targets in float32, counted above in float16
     if whole + full_size_bytes(params, height, width, tiled=True) <= left:
@@ -94,9 +94,7 @@ def plan_memory(params: RenderParams, height: int, width: int) -> MemoryPlan:
     if left <= 0:
         raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
                          f"memory budget for its buffers alone; raise --memory-budget")
-    tile = tile_size_for_budget(left, layers, model=params.model)
-    if params.tile_size:
-        tile = min(tile, params.tile_size)
+    tile = tile_shape_for_budget(height, width, left, layers, model=params.model, max_side=params.tile_size)
     return MemoryPlan(tile, max(history, 1), **lean, target_dtype=LEAN_TARGET_DTYPE)
 
 

@@ -23,7 +23,7 @@ from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
 from impasto.engine.masks import Guide
 from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
-from impasto.engine.tiling import build_tiled_objective
+from impasto.engine.tiling import build_tiled_objective, format_tile, needs_tiles
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,8 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
     L-BFGS history (returned in the params the optimiser must use) — and the memory plan."""
     plan = plan_memory(params, *content_px.shape[-2:])
     params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
-    if plan.tile_size and max(content_px.shape[-2:]) > plan.tile_size:
-        log.info("tiles of %d px for a %s render", plan.tile_size, tuple(content_px.shape[-2:]))
+    if needs_tiles(*content_px.shape[-2:], plan.tile_size):
+        log.info("tiles of %s px for a %s render", format_tile(plan.tile_size), tuple(content_px.shape[-2:]))
         return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size,
                                      guide=guide, target_dtype=plan.target_dtype), params, plan
     return build_objective(extractor, content_px, style_px, params, guide), params, plan

@@ -161,18 +161,41 @@ def _split_axis(length: int, tile_size: int, align: int, halo: int) -> list[Span
     return spans
 
 
-def plan_tiles(height: int, width: int, tile_size: int, geometry: Geometry) -> list[Tile]:
+TileSize = int | tuple[int, int]   # a square tile's inner side, or its (rows, cols), px
+
+
+def tile_shape(tile_size: TileSize) -> tuple[int, int]:
+    """(rows, cols) of a tile size given as one side or as a shape."""
+    return (tile_size, tile_size) if isinstance(tile_size, int) else (int(tile_size[0]), int(tile_size[1]))
+
+
+def format_tile(tile_size: TileSize) -> str:
+    rows, cols = tile_shape(tile_size)
+    return f"{rows}" if rows == cols else f"{rows}×{cols}"
+
+
+def needs_tiles(height: int, width: int, tile_size: TileSize) -> bool:
+    """Whether an image of ``height×width`` is larger than one tile (0: never tiled)."""
+    if not tile_size:
+        return False
+    rows, cols = tile_shape(tile_size)
+    return height > rows or width > cols
+
+
+def plan_tiles(height: int, width: int, tile_size: TileSize, geometry: Geometry) -> list[Tile]:
     """Tiles whose inner regions partition a ``height×width`` image, row by row.
 
-    ``tile_size`` (the inner side, px) is rounded down to a multiple of ``geometry.align``.
+    ``tile_size`` (the inner side, or (rows, cols), px) is rounded down to a multiple of
+    ``geometry.align``.
     """
     if height < 1 or width < 1:
         raise ParamError(f"cannot tile an image of {height}×{width} px")
-    if tile_size < geometry.align:
-        raise ParamError(f"tile size {tile_size} px is below the {geometry.align} px alignment "
-                         f"of layer {geometry.layers[-1].name}")
-    rows = _split_axis(height, tile_size, geometry.align, geometry.halo)
-    cols = _split_axis(width, tile_size, geometry.align, geometry.halo)
+    tile_rows, tile_cols = tile_shape(tile_size)
+    if min(tile_rows, tile_cols) < geometry.align:
+        raise ParamError(f"tile size {format_tile(tile_size)} px is below the {geometry.align} px "
+                         f"alignment of layer {geometry.layers[-1].name}")
+    rows = _split_axis(height, tile_rows, geometry.align, geometry.halo)
+    cols = _split_axis(width, tile_cols, geometry.align, geometry.halo)
     return [Tile(r, c) for r in rows for c in cols]
 
 
@@ -190,7 +213,7 @@ def _gram_sum(features: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
-                   tile_size: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                   tile_size: TileSize, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """``extractor(pixels)`` at ``layers``, assembled tile by tile from inner regions
     (stored in ``dtype`` if given: a whole-image buffer is never made in the features')."""
     geometry = extractor_geometry(extractor, layers)
@@ -242,7 +265,7 @@ def _masked_sums(crop: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.
 
 
 def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str], *,
-                tile_size: int) -> dict[str, torch.Tensor]:
+                tile_size: TileSize) -> dict[str, torch.Tensor]:
     """``losses.gram`` of ``extractor(pixels)`` at ``layers``, accumulated over tiles."""
     geometry = extractor_geometry(extractor, layers)
     _check_size(*pixels.shape[-2:], geometry)
@@ -251,21 +274,21 @@ def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[s
             for name, (total, count) in _gram_sums(extractor, pixels, layers, tiles, geometry).items()}
 
 
-def estimate_tile_bytes(tile_size: int, layers: Iterable[str], *, model: str = "vgg16",
+def estimate_tile_bytes(tile_size: TileSize, layers: Iterable[str], *, model: str = "vgg16",
                         bytes_per_value: int = 4) -> int:
-    """Memory one interior tile of side ``tile_size`` needs for a forward and backward.
+    """Memory one interior tile of ``tile_size`` (side or shape) needs for a forward and backward.
 
     Σ over every layer run (convs, ReLUs kept apart from their conv, pools) of
-    C·h·w·bytes at the tile's side with a halo on both sides, times ``ACTIVATION_FACTOR``.
+    C·h·w·bytes at the tile's size with a halo on both sides, times ``ACTIVATION_FACTOR``.
     An estimate: weights, the full-image buffers and allocator slack come on top.
     """
     geometry = model_geometry(model, layers)
-    side = tile_size + 2 * geometry.halo
-    values = 3 * side * side
+    rows, cols = (side + 2 * geometry.halo for side in tile_shape(tile_size))
+    values = 3 * rows * cols
     for info in geometry.layers:
         if info.name.startswith("relu") and info.name.replace("relu", "conv") not in geometry.strides:
             continue  # in place on its conv's output (features.VGGFeatures)
-        values += info.channels * (side // info.stride) ** 2
+        values += info.channels * (rows // info.stride) * (cols // info.stride)
     return int(values * bytes_per_value * ACTIVATION_FACTOR)
 
 
@@ -290,6 +313,55 @@ def tile_size_for_budget(budget_bytes: int, layers: Iterable[str], *, model: str
         middle = (low + high + 1) // 2
         low, high = (middle, high) if fits(middle) else (low, middle - 1)
     return low * align
+
+
+def tile_shape_for_budget(height: int, width: int, budget_bytes: int, layers: Iterable[str], *,
+                          model: str = "vgg16", max_side: int = 0) -> tuple[int, int]:
+    """The (rows, cols) tile that covers a ``height×width`` image at the least compute
+    within ``budget_bytes`` (and ``max_side``, if given).
+
+    Compute grows with the pixels run through VGG — the inner regions plus every tile's
+    halo — so fewer, larger tiles are cheaper. A square tile would be cut down to share
+    the image evenly (976 px fits but a 1024² image then takes four 512² tiles); letting
+    the tile be a rectangle — one band of 1024×512 tiles there — uses the budget the
+    square leaves idle, so the memory of a print stays near its budget at every size.
+    """
+    layers = list(layers)
+    geometry = model_geometry(model, layers)
+    align, halo = geometry.align, geometry.halo
+    row_units, col_units = math.ceil(height / align), math.ceil(width / align)
+    limit = (max_side // align) if max_side else max(row_units, col_units)
+    best = None
+    for row_count in range(1, row_units + 1):
+        rows = math.ceil(row_units / row_count)          # units per tile, balanced
+        if rows > limit:
+            continue
+        cols = _widest_fitting(rows * align, min(col_units, limit), budget_bytes, layers, model, align)
+        if not cols:
+            continue
+        col_count = math.ceil(col_units / cols)
+        cols = math.ceil(col_units / col_count)          # balanced, as plan_tiles splits
+        tiles = math.ceil(row_units / rows) * col_count
+        cost = tiles * (rows * align + 2 * halo) * (cols * align + 2 * halo)
+        if best is None or (cost, tiles) < best[0]:
+            best = ((cost, tiles), (rows * align, cols * align))
+    if best is None:
+        side = tile_size_for_budget(budget_bytes, layers, model=model)  # raises: not even one unit fits
+        return side, side
+    return best[1]
+
+
+def _widest_fitting(rows: int, most: int, budget_bytes: int, layers: list[str], model: str,
+                    align: int) -> int:
+    """Largest column count of ``align`` units (≤ ``most``) whose tile fits; 0 if none does."""
+    low, high = 0, most
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate_tile_bytes((rows, middle * align), layers, model=model) <= budget_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _style_feature_grad(crop: torch.Tensor, dgram: torch.Tensor, count: torch.Tensor,
@@ -357,7 +429,7 @@ class TiledObjective(nn.Module):
 
     def __init__(self, extractor: VGGFeatures, content_targets: dict[str, torch.Tensor],
                  style_grams: dict[str, torch.Tensor], *, content_weight: float,
-                 style_weights: dict[str, float], tv_weight: float, tile_size: int,
+                 style_weights: dict[str, float], tv_weight: float, tile_size: TileSize,
                  normalize: bool = False, content_weights: dict[str, torch.Tensor] | None = None,
                  style_masks: dict[str, torch.Tensor] | None = None):
         super().__init__()
@@ -490,12 +562,12 @@ class TiledObjective(nn.Module):
 
 
 def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                          params: RenderParams, *, tile_size: int, guide=None,
+                          params: RenderParams, *, tile_size: TileSize, guide=None,
                           target_dtype: torch.dtype | None = None) -> TiledObjective:
     """``render.build_objective``'s tiled twin: same inputs (0..1 RGB), no whole-image VGG pass.
 
     Style images run tiled too (their Grams accumulate over tiles), so each may be as
-    large as the content; ``tile_size`` is the inner side of a tile, px. ``guide``
+    large as the content; ``tile_size`` is the inner side of a tile, or its (rows, cols), px. ``guide``
     (masks.Guide at the content's size) is taken to each layer's resolution once.
     ``target_dtype`` stores the content targets smaller (float16 under a memory budget:
     relu4_2 of a 4096² print is 537 MB in float32); the loss is still computed in float32.
