@@ -13,7 +13,16 @@ from impasto import imaging
 from impasto.engine import render
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.losses import gram, masked_gram
-from impasto.engine.masks import CONTENT_BOOST, Face, Guide, at_size, detect_faces, face_mask, guide_for, region_masks
+from impasto.engine.masks import (
+    CONTENT_BOOST,
+    Face,
+    Guide,
+    at_size,
+    detect_faces,
+    face_mask,
+    guide_for,
+    region_masks,
+)
 from impasto.engine.params import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, RenderParams
 from impasto.engine.tiling import build_tiled_objective
 from impasto.engine.weights import model_spec

@@ -16,7 +16,7 @@ import ssl
 import pytest
 
 from impasto.errors import ImpastoError, ParamError
-from impasto.service.mail import InvalidEmail, MailError, Mailer, validate_email
+from impasto.service.mail import InvalidEmail, Mailer, MailError, validate_email
 
 SENDER = "impasto <portraits@impasto.example>"
 PORTRAIT_URL = "https://shop.example/portraits/0f3c?token=a&b=1"
@@ -244,7 +244,7 @@ def certificate(tmp_path_factory):
         pytest.skip("the STARTTLS/TLS tests need the 'cryptography' package")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))

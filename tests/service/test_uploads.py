@@ -332,7 +332,7 @@ def test_exif_orientation_applied():
     with Image.open(io.BytesIO(clean.data)) as out:
         assert out.size == (300, 400)
         assert out.getpixel((280, 20))[0] > 200 and out.getpixel((280, 20))[2] < 60
-        r, g, b = out.getpixel((20, 20))              # top left: grey, not red
+        r, _, b = out.getpixel((20, 20))              # top left: grey, not red
         assert abs(r - b) < 30
         assert out.getexif().get(0x0112) is None
 

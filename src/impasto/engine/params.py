@@ -69,8 +69,9 @@ class RenderParams(BaseModel):
     scales: list[int] | None = Field(None, description="explicit scale sizes, ending at --image-size")
     scale_iterations: list[int] | None = Field(None, description="iterations per scale (with --scales)")
     tile_size: int = Field(0, ge=0, le=MAX_IMAGE_SIZE,
-                           description="process scales larger than this in tiles of this side, px, "
-                                       "with the exact whole-image loss (0: never tile)")
+                           description="process scales larger than this in tiles of at most this side, "
+                                       "px, with the exact whole-image loss (0: never tile; with "
+                                       "--memory-budget, the largest side the planned tiles may have)")
     memory_budget: str | None = Field(
         None, json_schema_extra={"metavar": "BYTES"},
         description="fit each scale in this much memory, e.g. 4GB: picks the tile size "

@@ -161,7 +161,7 @@ class Mailer:
                  ssl_context: ssl.SSLContext | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._server = _parse_smtp_url(smtp_url)
-        name, address = parseaddr(sender)
+        _, address = parseaddr(sender)
         if not address or "@" not in address or any(c in sender for c in "\r\n"):
             raise MailError(f"bad sender address {sender!r}", permanent=True)
         self.sender = sender
