@@ -5,7 +5,7 @@
     python bench/prints.py seams IMAGE --tile-size PX [--init IMAGE]
     python bench/prints.py gram-spread [--size 384] [--tile-size 128] [--iterations 20]
     python bench/prints.py consistency PRINT --preview PREVIEW
-    python bench/prints.py time-to-quality [--pairs 0,1,2] [--size 512] [--iterations 500]
+    python bench/prints.py time-to-quality [--pairs 0,1,2] [--size 512] [--iterations 500] [--jobs 2]
     python bench/prints.py all
 
 Each prints a markdown table. Baselines run in the same process (or, for memory, the
@@ -257,30 +257,26 @@ def load_scorer():
 def time_to_quality(args: argparse.Namespace) -> str:
     """Multi-scale vs single-scale 500-iteration L-BFGS: the time multi-scale needs to
     reach the single-scale run's mean style and content scores (checked after each scale
-    budget in ``--budgets``)."""
-    from impasto import imaging
-    from impasto.engine import RenderParams, render
-    from impasto.engine.render import extractor_for
+    budget in ``--budgets``).
 
-    score = load_scorer()
+    ``--jobs N`` renders N pairs at a time, each in its own single-thread process: the
+    seconds are each render's own, summed, and both sides run under the same load."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from impasto.engine import RenderParams
+
     pairs = [PAIRS[int(i)] for i in args.pairs.split(",")]
-    extractor = extractor_for(RenderParams())
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(label: str, params: RenderParams) -> tuple[float, float, float]:
-        styles, contents, seconds = [], [], 0.0
-        for content, style in pairs:
-            c, s = find("content", content), find("style", style)
-            started = time.perf_counter()
-            image = render(imaging.load(c), [imaging.load(s)], params, extractor=extractor)
-            seconds += time.perf_counter() - started
-            path = imaging.save(image, args.out / f"ttq-{label}-{content}_{style}.png")
-            st, co = score(str(path), str(c), str(s))
-            styles.append(st)
-            contents.append(co)
-            print(f"{label} {content} x {style}: style {st:.3f} content {co:.3f} {seconds:.0f} s",
-                  file=sys.stderr, flush=True)
-        return sum(styles) / len(styles), sum(contents) / len(contents), seconds
+        tasks = [(label, content, style, params.model_dump(), args.out) for content, style in pairs]
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs, initializer=_single_thread) as pool:
+                results = list(pool.map(_ttq_render, tasks))
+        else:
+            results = [_ttq_render(task) for task in tasks]
+        styles, contents, seconds = zip(*results)
+        return sum(styles) / len(styles), sum(contents) / len(contents), sum(seconds)
 
     single = run("single", RenderParams(image_size=args.size, start_size=0, num_iterations=args.iterations))
     lines = ["| run | iterations | mean style | mean content | seconds | ÷ single-scale time |",
@@ -294,6 +290,38 @@ def time_to_quality(args: argparse.Namespace) -> str:
         if reached:
             break
     return "\n".join(lines) + f"\n\npairs: {', '.join(f'{c} × {s}' for c, s in pairs)}"
+
+
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+_SCORER = None
+_EXTRACTOR = None
+
+
+def _ttq_render(task) -> tuple[float, float, float]:
+    """Render one pair; (style score, content score, seconds of the render alone)."""
+    global _SCORER, _EXTRACTOR
+    from impasto import imaging
+    from impasto.engine import RenderParams, render
+    from impasto.engine.render import extractor_for
+
+    label, content, style, options, out = task
+    params = RenderParams(**options)
+    _SCORER = _SCORER or load_scorer()
+    _EXTRACTOR = _EXTRACTOR or extractor_for(params)
+    c, s = find("content", content), find("style", style)
+    started = time.perf_counter()
+    image = render(imaging.load(c), [imaging.load(s)], params, extractor=_EXTRACTOR)
+    seconds = time.perf_counter() - started
+    path = imaging.save(image, out / f"ttq-{label}-{content}_{style}.png")
+    st, co = _SCORER(str(path), str(c), str(s))
+    print(f"{label} {content} x {style}: style {st:.3f} content {co:.3f} {seconds:.0f} s",
+          file=sys.stderr, flush=True)
+    return st, co, seconds
 
 
 # --- command line -------------------------------------------------------------------------
@@ -330,6 +358,7 @@ def main() -> None:
     ttq.add_argument("--size", type=int, default=512)
     ttq.add_argument("--iterations", type=int, default=500)
     ttq.add_argument("--budgets", default="100,150,200", help="multi-scale totals to try, in order")
+    ttq.add_argument("--jobs", type=int, default=1, help="pairs rendered at once, one thread each")
     samp = commands.add_parser("sample", parents=[common])
     samp.add_argument("image", type=Path)
     samp.add_argument("-o", "--output", type=Path, required=True)
