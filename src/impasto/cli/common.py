@@ -1,0 +1,59 @@
+"""What every command shares: the program name, exit codes, one-line errors and logging.
+
+Every ``ImpastoError`` and every usage error becomes one line ``impasto: error: …`` on
+stderr and exit code 2 (``fail``); argparse's own errors are raised as ``UsageError``
+(``Parser``) so that ``main()`` reports them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+
+PROG = "impasto"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line argparse rejected; main() reports it like an ImpastoError."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised, so main() prints exactly one line."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines through tqdm.write, so they do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - as logging.StreamHandler: never let logging kill a render
+            self.handleError(record)
+
+
+log_handler = _TqdmHandler()
+log_handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+
+
+def setup_logging(verbosity: int) -> None:
+    """impasto's own loggers to stderr: WARNING by default, -v INFO, -vv DEBUG."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("impasto")
+    if log_handler not in logger.handlers:  # main() may run many times in one process (tests)
+        logger.addHandler(log_handler)
+    logger.setLevel(level)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    first = str(message).strip().splitlines() or ["unknown error"]
+    print(f"{PROG}: error: {first[0]}", file=sys.stderr)
+    return code
