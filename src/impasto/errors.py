@@ -9,6 +9,7 @@ web service into a 4xx response. Anything else is a bug.
     ├── ParamError        an option out of range or inconsistent with another
     ├── WeightsError      perceptual-net weights missing, of the wrong shape, not downloadable
     ├── OutputError       the result cannot be written where asked
+    ├── RenderDiverged    the loss became NaN or infinite (e.g. float16 overflow)
     └── RenderCancelled   the caller asked the render loop to stop
 """
 
@@ -33,6 +34,10 @@ class WeightsError(ImpastoError):
 
 class OutputError(ImpastoError):
     """An output path that cannot be written."""
+
+
+class RenderDiverged(ImpastoError):
+    """The loss stopped being a finite number: the options (precision, step size) do not work."""
 
 
 class RenderCancelled(ImpastoError):

@@ -342,7 +342,7 @@ class Sweep:
     def _extractor(self, params: RenderParams):
         """One extractor per network configuration, shared by every cell that uses it."""
         key = (params.model, tuple(params.content_layers), tuple(params.style_layers), params.pooling,
-               str(params.weights), params.download, params.device)
+               str(params.weights), params.download, params.device, params.precision)
         if key not in self._extractors:
             self._extractors[key] = extractor_for(params)
         return self._extractors[key]

@@ -154,3 +154,34 @@ def test_extractor_is_frozen(random_state):
     x = (torch.rand(1, 3, 32, 32) * 255).requires_grad_(True)
     extractor(x)["relu2_1"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_computes_in_half_and_hands_back_float32(precision, monkeypatch):
+    """Real weights: the half-precision features and their gradient stay within a few
+    per cent of float32's (the losses sum them in float32), and the convs did run in half."""
+    full = build_extractor("vgg16", ["relu1_1", "relu3_1", "relu4_2"])
+    half = build_extractor("vgg16", ["relu1_1", "relu3_1", "relu4_2"], precision=precision)
+    seen = []
+    monkeypatch.setattr(half.ops[0], "forward", lambda x, conv=half.ops[0]: seen.append(
+        torch.get_autocast_dtype(x.device.type)) or nn.Conv2d.forward(conv, x))
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 64, 64) * 255
+    grads = {}
+    for label, extractor in (("full", full), ("half", half)):
+        leaf = pixels.clone().requires_grad_(True)
+        feats = extractor(leaf)
+        assert all(f.dtype == torch.float32 for f in feats.values())
+        sum(f.pow(2).mean() for f in feats.values()).backward()
+        grads[label] = ({name: f.detach() for name, f in feats.items()}, leaf.grad)
+    assert seen == [getattr(torch, precision)]
+    for name, f in grads["full"][0].items():
+        error = float((grads["half"][0][name] - f).norm() / f.norm())
+        assert 0 < error < 0.03, (name, error)
+    g_full, g_half = grads["full"][1], grads["half"][1]
+    assert float((g_half - g_full).norm() / g_full.norm()) < 0.05
+
+
+def test_unknown_precision_is_a_param_error(random_state):
+    with pytest.raises(ParamError, match="precision"):
+        VGGFeatures(model_spec("vgg16"), random_state("vgg16"), ["relu1_1"], precision="float8")

@@ -17,7 +17,7 @@ from impasto.engine.features import VGGFeatures
 from impasto.engine.params import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, RenderParams
 from impasto.engine.render import Progress, fit_size
 from impasto.engine.weights import model_spec
-from impasto.errors import RenderCancelled
+from impasto.errors import RenderCancelled, RenderDiverged
 
 render_module = importlib.import_module("impasto.engine.render")
 
@@ -197,3 +197,45 @@ def test_output_size_and_style_scale(pair, extractor):
         mp.undo()
     assert out.shape == (1, 3, 30, 40)               # 768×1024 content → longest side 40
     assert calls == [((1, 3, 30, 40), [(1, 3, 50, 80)])]   # 640×1024 style → longest side 80
+
+
+def test_a_bfloat16_render_reaches_the_float32_render(stylised, pair, vgg16_state):
+    """Mixed precision (--precision bfloat16): the same loss drop within a few per cent and
+    every loss finite (L-BFGS paths part at the pixel level, as they do in float32 from a
+    photo changed by 1e-5)."""
+    content, style = pair
+    half = VGGFeatures(model_spec("vgg16"), vgg16_state, [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS],
+                       precision="bfloat16")
+    reports: list[Progress] = []
+    render(content, [style], _params(precision="bfloat16"), reports.append, extractor=half)
+    _, full_reports = stylised
+    assert all(np.isfinite(r.losses["total"]) for r in reports)
+    style, full_style = (r[-1].losses["style"] / r[0].losses["style"] for r in (reports, full_reports))
+    assert style < full_style + 0.02          # float32: the style loss down to 5 % by here
+    total, full_total = (r[-1].losses["total"] / r[0].losses["total"] for r in (reports, full_reports))
+    assert total < 1.2 * full_total           # as low as float32 gets it (here lower)
+
+
+def test_a_loss_that_stops_being_finite_stops_the_render_with_a_clear_error(pair, extractor, monkeypatch):
+    content, style = pair
+    real = render_module.build_objective
+
+    def overflowing(*args, **kwargs):
+        objective = real(*args, **kwargs)
+        forward = objective.forward
+        calls = []
+
+        def forward_then_nan(pixels):
+            calls.append(1)
+            total, parts = forward(pixels)
+            if len(calls) >= 3:
+                return total * float("nan"), {**parts, "total": float("nan")}
+            return total, parts
+        objective.forward = forward_then_nan
+        return objective
+
+    monkeypatch.setattr(render_module, "build_objective", overflowing)
+    reports: list[Progress] = []
+    with pytest.raises(RenderDiverged, match=r"nan at iteration 3: float16 overflowed; use --precision bfloat16"):
+        render(content, [style], _params(precision="float16", start_size=0), reports.append, extractor=extractor)
+    assert len(reports) == 2

@@ -17,6 +17,7 @@ from impasto.engine.weights import POOL, ModelSpec, load_weights, model_spec
 from impasto.errors import ParamError
 
 POOLING = ("max", "avg")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def layer_names(model: str) -> list[str]:
@@ -44,10 +45,14 @@ class VGGFeatures(nn.Module):
     """Runs VGG up to the deepest requested layer and returns the requested activations."""
 
     def __init__(self, spec: ModelSpec, state: dict[str, torch.Tensor], layers: Iterable[str],
-                 pooling: str = "max"):
+                 pooling: str = "max", precision: str = "float32"):
         super().__init__()
         if pooling not in POOLING:
             raise ParamError(f"pooling must be one of {POOLING}, got {pooling!r}")
+        if precision not in PRECISIONS:
+            raise ParamError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        # mixed precision: the convolutions autocast to this dtype; what leaves is float32
+        self.compute_dtype = PRECISIONS[precision]
         self.wanted = list(dict.fromkeys(layers))
         check_layers(spec.name, self.wanted)
         order = layer_names(spec.name)
@@ -93,19 +98,28 @@ class VGGFeatures(nn.Module):
     def forward_raw(self, model_input: torch.Tensor) -> dict[str, torch.Tensor]:
         """Like ``forward`` but on input already in the model's convention (for checks)."""
         x, out = model_input.contiguous(memory_format=torch.channels_last), {}
-        for name, op in zip(self.names, self.ops):
-            x = op(x)
-            if name in self.wanted:
-                out[name] = x
+        if self.compute_dtype is None:
+            for name, op in zip(self.names, self.ops):
+                x = op(x)
+                if name in self.wanted:
+                    out[name] = x
+            return out
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            for name, op in zip(self.names, self.ops):
+                x = op(x)
+                if name in self.wanted:
+                    # Grams sum over every position: in half precision they would lose
+                    # digits (float16 could overflow), so the losses see float32
+                    out[name] = x.float()
         return out
 
 
 def build_extractor(model: str, layers: Iterable[str], *, pooling: str = "max",
                     weights=None, allow_download: bool = False,
-                    device: torch.device | str = "cpu") -> VGGFeatures:
+                    device: torch.device | str = "cpu", precision: str = "float32") -> VGGFeatures:
     """A truncated VGG extractor for ``layers``, on ``device``, ready for inference."""
     layers = list(layers)
     check_layers(model, layers)  # before loading weights: a typo should fail fast
     spec = model_spec(model)
     state = load_weights(model, weights, allow_download=allow_download)
-    return VGGFeatures(spec, state, layers, pooling).to(device)
+    return VGGFeatures(spec, state, layers, pooling, precision).to(device)

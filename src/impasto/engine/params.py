@@ -98,6 +98,10 @@ class RenderParams(BaseModel):
     device: str = Field("auto", json_schema_extra={"metavar": "DEVICE"},
                         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
                         description="auto, cpu, cuda or cuda:N")
+    precision: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="VGG's convolutions in this precision (mixed precision: features, "
+                               "Grams, losses and the image stay float32); bfloat16 or float16 "
+                               "are faster on recent GPUs")
 
     @field_validator("style_blend_weights", "style_layer_weights")
     @classmethod

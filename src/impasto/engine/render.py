@@ -9,6 +9,7 @@ files other than the network weights.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from impasto.engine.masks import Guide
 from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import build_tiled_objective, format_tile, needs_tiles
-from impasto.errors import ParamError
+from impasto.errors import ParamError, RenderDiverged
 
 log = logging.getLogger(__name__)
 PIXEL_SCALE = 255.0
@@ -152,6 +153,21 @@ def _mean_pixels(extractor: VGGFeatures) -> torch.Tensor:
     return mean.to(torch.float32)
 
 
+def _check_finite(count: int, parts: dict[str, float], params: RenderParams) -> None:
+    """Stop at the first NaN or infinite loss: every later step would be garbage."""
+    if math.isfinite(parts["total"]):
+        return
+    if params.precision == "float16":
+        hint = "float16 overflowed; use --precision bfloat16 or float32"
+    elif params.precision != "float32":
+        hint = "use --precision float32"
+    elif params.optimizer == "adam":
+        hint = "lower --learning-rate or the loss weights, or use --optimizer lbfgs"
+    else:
+        hint = "lower the loss weights"
+    raise RenderDiverged(f"the loss became {parts['total']} at iteration {count}: {hint}")
+
+
 def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderParams,
               callback: Callback | None, plan: MemoryPlan | None = None) -> torch.Tensor:
     """Run ``params.num_iterations`` loss evaluations of L-BFGS or Adam on ``pixels``.
@@ -164,6 +180,7 @@ def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderPa
         pixels = pixels.detach()
 
         def report(count: int, parts: dict[str, float]) -> None:
+            _check_finite(count, parts, params)
             if callback is not None:
                 callback(Progress(count, total, parts, time.perf_counter() - started, pixels))
         return minimize(_loss_and_grad(objective), pixels, iterations=total,
@@ -179,6 +196,7 @@ def _optimize(objective: torch.nn.Module, pixels: torch.Tensor, params: RenderPa
         loss, parts = objective(pixels)
         loss.backward()
         count += 1
+        _check_finite(count, parts, params)
         if callback is not None:
             callback(Progress(count, total, parts, time.perf_counter() - started, pixels))
         return loss
@@ -227,8 +245,8 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
 def extractor_for(params: RenderParams) -> VGGFeatures:
     """The truncated VGG that ``params``' layers, model, weights and device call for."""
     return build_extractor(params.model, [*params.content_layers, *params.style_layers],
-                           pooling=params.pooling, weights=params.weights,
-                           allow_download=params.download, device=resolve_device(params.device))
+                           pooling=params.pooling, weights=params.weights, allow_download=params.download,
+                           device=resolve_device(params.device), precision=params.precision)
 
 
 def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:

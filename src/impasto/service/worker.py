@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled
+from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled, RenderDiverged
 from impasto.service import jobs
 from impasto.service.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 
@@ -134,12 +134,13 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
 
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
-    """Errors that recur on every retry: the photo (bad or gone), the options, the style, the state."""
+    """Errors that recur on every retry: the photo (bad or gone), the options (a diverging
+    render diverges again: it is deterministic), the style, the state."""
     from impasto.catalog import CatalogError
     from impasto.service.storage import KeyNotFound
     from impasto.state import StateError
 
-    return ImageError, ParamError, CatalogError, StateError, KeyNotFound
+    return ImageError, ParamError, RenderDiverged, CatalogError, StateError, KeyNotFound
 
 
 def _load_task(session_factory: sessionmaker[Session], job_id: int) -> _Task | None:
