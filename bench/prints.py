@@ -14,9 +14,10 @@ Gram spread to a non-tiled render of the same image, consistency to the preview,
 to quality to a single-scale 500-iteration L-BFGS render of our own engine.
 
 **memory** runs each size in a fresh subprocess — ``impasto render`` as a user runs it
-(a square print, ``--print-size 8x8in --dpi S/8 --scales S --scale-iterations N
---memory-budget B``, loading the photo and saving the PNG) — and reads that process's
-high-water RSS (``VmHWM``) at exit, with its wall time.
+(a square print, ``--print-size 8x8in --dpi S/8 --memory-budget B``, one scale of N
+iterations or, with ``--iterations 0 --resume PREVIEW``, the preview's schedule
+continued; loading the photo and saving the PNG) — and reads that process's high-water
+RSS (``VmHWM``) at exit, with its wall time.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def memory(args: argparse.Namespace) -> str:
         out = args.out / f"print-{size}.png"
         report = args.out / f"memory-{size}.json"
         command = ["render", str(find("content", args.content)), "--style", str(find("style", args.style)),
-                   "-o", str(out), "--print-size", "8x8in", "--dpi", str(size // 8), "--scales", str(size),
-                   "--scale-iterations", str(args.iterations), "--memory-budget", args.budget, "-q", "-v"]
+                   "-o", str(out), "--print-size", "8x8in", "--dpi", str(size // 8),
+                   "--memory-budget", args.budget, "-q", "-v"]
+        if args.iterations:   # else the preview's own schedule, as the shop continues it
+            command += ["--scales", str(size), "--scale-iterations", str(args.iterations)]
         if args.resume:
             command += ["--resume", str(args.resume)]
         print(f"memory: {size} px: impasto {' '.join(command)}", file=sys.stderr, flush=True)
@@ -338,7 +341,9 @@ def main() -> None:
     common.add_argument("--style", default="starry_night")
     mem = commands.add_parser("memory", parents=[common])
     mem.add_argument("--sizes", default="1024,2048,4096")
-    mem.add_argument("--iterations", type=int, default=2)
+    mem.add_argument("--iterations", type=int, default=2,
+                     help="iterations at the print size, one scale (0: with --resume, the preview's "
+                          "own coarse-to-fine schedule continued, as the shop makes a print)")
     mem.add_argument("--budget", default="4GB")
     mem.add_argument("--resume", type=Path, help="continue this preview state (a print as the shop makes it)")
     seam = commands.add_parser("seams", parents=[common])
