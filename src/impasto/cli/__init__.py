@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         if _out_of_memory(exc):
-            return fail(f"out of memory ({exc}); try a smaller --image-size", 1)
+            return fail(f"out of memory ({exc}); give --memory-budget (e.g. 4GB: tiles keep the "
+                        "whole-image loss) or a smaller --image-size", 1)
         raise  # anything else is a bug: keep its traceback
 
 
