@@ -262,7 +262,9 @@ def test_large_load_and_save_make_no_full_size_float_copies(tmp_path):
     result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(big), str(tmp_path / "out.tif")],
                             capture_output=True, text=True, check=True)
     load_extra, save_extra = map(float, result.stdout.split())
-    # beside the float tensor: the decoded pixels in PIL (4 bytes a pixel, ⅓ of it), their
-    # 8-bit array (¼) and stripes; before, each conversion made two more float copies (≥ 2.0)
-    assert load_extra < 0.9, load_extra
-    assert save_extra < 0.9, save_extra
+    # beside the float tensor: the pixels in PIL (4 bytes a pixel, ⅓ of it) and a few 4 MB
+    # stripes (0.33–0.53 measured); a whole 8-bit array beside PIL's added ¼ and, with 16 MB
+    # stripes left in malloc's heap, sometimes took a run past 0.9; before stripes, each
+    # conversion made two more float copies (≥ 2.0)
+    assert load_extra < 0.7, load_extra
+    assert save_extra < 0.7, save_extra

@@ -98,7 +98,8 @@ def _to_srgb_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-STRIPE_VALUES = 1 << 22   # values per stripe when converting large images
+STRIPE_VALUES = 1 << 20   # values per stripe when converting large images (4 MB as float32:
+# stripes freed into malloc's heap stay small beside the image)
 
 
 def _stripe_rows(width: int) -> int:
@@ -106,17 +107,16 @@ def _stripe_rows(width: int) -> int:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """``1×3×H×W`` float32 in 0..1, converted stripe by stripe from the 8-bit pixels: the
-    float tensor is the only full-size float buffer (a 4096² photo: 201 MB, not three)."""
-    array = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))   # H×W×3 uint8
-    height, width = array.shape[:2]
+    """``1×3×H×W`` float32 in 0..1, converted stripe by stripe from PIL's 8-bit pixels: the
+    float tensor is the only full-size buffer made (a 4096² photo: 201 MB, not three, and
+    no whole 8-bit copy of the pixels beside PIL's own)."""
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    width, height = img.size
     out = torch.empty((1, 3, height, width), dtype=torch.float32)
     rows = _stripe_rows(width)
-    with warnings.catch_warnings():   # PIL's array is read-only; it is only read here
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        for top in range(0, height, rows):
-            stripe = torch.from_numpy(array[top:top + rows]).permute(2, 0, 1)
-            out[0, :, top:top + rows] = stripe.to(torch.float32).div_(255.0)
+    for top in range(0, height, rows):
+        array = np.array(img.crop((0, top, width, min(height, top + rows))))   # rows×W×3 uint8
+        out[0, :, top:top + rows] = torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
     return out
 
 
@@ -126,7 +126,15 @@ def load(path: Path | str, *, max_pixels: int | None = None) -> torch.Tensor:
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    return Image.fromarray(_quantized(image, 255, np.uint8), "RGB")
+    """8-bit RGB, pasted stripe by stripe: no whole 8-bit array beside PIL's pixels."""
+    image = image.detach().squeeze(0)
+    height, width = image.shape[-2:]
+    img = Image.new("RGB", (width, height))
+    rows = _stripe_rows(width)
+    for top in range(0, height, rows):
+        stripe = _quantized(image[:, top:top + rows], 255, np.uint8)
+        img.paste(Image.fromarray(stripe, "RGB"), (0, top))
+    return img
 
 
 def _quantized(image: torch.Tensor, top: int, dtype) -> np.ndarray:
