@@ -139,10 +139,12 @@ def grid(rows: list[dict], args: argparse.Namespace, tile: int = 200) -> Image.I
         crop_box = (max(0, box[0] - pad), max(0, box[1] - pad), box[2] + pad, box[3] + pad)
         cells = [photo.resize(renders[0].size), *renders, *(r.crop(crop_box) for r in renders)]
         for col, cell in enumerate(cells):
-            cell = cell.copy()
-            cell.thumbnail((tile - 4, tile - 4), Image.LANCZOS)
-            sheet.paste(cell, (col * tile + 2, top + 2))
-        draw.text((4 * tile + 6, top + tile - 16), Path(row["style"]).stem, fill="white")
+            fit = (tile - 4) / max(cell.size)   # face crops are enlarged to the tile too
+            sheet.paste(cell.resize((round(cell.width * fit), round(cell.height * fit)), Image.LANCZOS),
+                        (col * tile + 2, top + 2))
+        label = Path(row["style"]).stem
+        draw.rectangle((2, top + tile - 20, 10 + 6 * len(label), top + tile - 3), fill="black")
+        draw.text((6, top + tile - 18), label, fill="white")
     return sheet
 
 
