@@ -80,7 +80,8 @@ class RenderParams(BaseModel):
     color_match: bool = Field(False, description="recolour the style images with the photo's colour "
                                                  "mean and covariance before transfer")
     portrait: Literal["auto", "off"] = Field(
-        "off", description="portrait mode: find faces and keep their likeness (auto) or not (off)")
+        "auto", description="portrait mode: find faces and keep their likeness (auto) or paint them "
+                            "like the rest (off)")
     portrait_strength: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
                                      description="portrait mode: how firmly a face keeps the photo: up to "
                                                  "0.5 its structure, above that its look too (1: "
