@@ -105,7 +105,8 @@ def test_faces_found_in_the_shared_portraits(shared_images, name, centre):
 
 def test_guide_follows_params(shared_images, tmp_path):
     photo = imaging.load(shared_images / "content" / "astronaut.png")
-    assert guide_for(photo, RenderParams(), 1) is None                      # portrait off by default
+    assert guide_for(photo, RenderParams(portrait="off"), 1) is None
+    assert guide_for(photo, RenderParams(), 1).likeness is not None          # portrait mode by default
     auto = guide_for(photo, RenderParams(portrait="auto", portrait_strength=0.3), 1)
     assert auto.likeness.shape == (1, 1, 512, 512) and auto.regions is None and auto.strength == 0.3
     painted = torch.zeros(1, 3, 100, 100)
