@@ -206,3 +206,35 @@ def test_bad_mask_options_are_clear(extractor):
                region_mask=torch.zeros(1, 1, 40, 40))
     with pytest.raises(ParamError, match="portrait-strength"):
         RenderParams.build(portrait_strength=1.5)
+
+
+def test_a_print_looks_for_faces_once_on_the_whole_photo(shared_images, extractor, monkeypatch):
+    """tubingen has no face; its square crop at 768 px shows the Haar cascade two. The
+    print is cropped from the photo after the search: the crop is not searched again, so a
+    preview and its print are guided alike."""
+    masks_module = importlib.import_module("impasto.engine.masks")
+    searched = []
+    real = masks_module.detect_faces
+    monkeypatch.setattr(masks_module, "detect_faces", lambda image: searched.append(image.shape) or real(image))
+    photo = imaging.load(shared_images / "content" / "tubingen.jpg")
+    style = imaging.load(shared_images / "style" / "starry_night.jpg")
+    params = RenderParams(print_size="1x1in", dpi=64, num_iterations=2, start_size=0)
+    out = render(photo, [style], params, extractor=extractor)
+    assert out.shape[-2:] == (64, 64)
+    assert searched == [photo.shape]
+
+
+def test_the_memory_plan_counts_the_guide_masks():
+    from impasto.engine.memory import guide_bytes, plan_memory
+    from impasto.engine.tiling import tile_shape
+
+    params = RenderParams(memory_budget="4GB", num_iterations=50)
+    face = Guide(likeness=torch.zeros(1, 1, 64, 64))
+    # at 4096²: the face plane (64 MB), relu1_1's mask (64 MB), the deeper layers' (~21 MB)
+    assert 140 * 2**20 < guide_bytes(params, face, 4096, 4096) < 160 * 2**20
+    assert guide_bytes(params, Guide(), 4096, 4096) == 0 and guide_bytes(params, None, 4096, 4096) == 0
+    two_regions = Guide(regions=torch.zeros(1, 2, 64, 64))
+    assert guide_bytes(params, two_regions, 4096, 4096) > guide_bytes(params, face, 4096, 4096)
+    plain, guided = (plan_memory(params, 4096, 4096, guide=g) for g in (None, face))
+    area = [rows * cols for rows, cols in (tile_shape(p.tile_size) for p in (plain, guided))]
+    assert area[1] < area[0] or guided.lbfgs_history < plain.lbfgs_history

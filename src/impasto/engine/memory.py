@@ -5,6 +5,8 @@ A scale needs, besides the process itself (Python, torch, the VGG weights):
 - **full-size buffers**, each 3·H·W float32 (201 MB at 4096²): the photo (or the previous
   scale's image) at this size; under a budget the lean L-BFGS (``lbfgs.py``) holds the image,
   its gradient and the previous gradient — torch's optimiser held five to seven;
+- **portrait and region masks** (``guide_bytes``), when a face or a region mask guides
+  the render: one plane per face mask and region at the scale's size, and one per layer;
 - **content targets** at relu4_2: 512·(H/8)·(W/8) values, kept in float16 when tiled
   under a budget (268 MB at 4096² instead of 537);
 - **the L-BFGS history**: one (s, y) pair per remembered step, in float16 under a budget
@@ -69,8 +71,9 @@ class MemoryPlan:
     target_dtype: torch.dtype | None = None     # tiled content targets (None: the features')
 
 
-def plan_memory(params: RenderParams, height: int, width: int) -> MemoryPlan:
-    """Tile size, L-BFGS history and storage for a ``height``×``width`` scale in the budget."""
+def plan_memory(params: RenderParams, height: int, width: int, guide=None) -> MemoryPlan:
+    """Tile size, L-BFGS history and storage for a ``height``×``width`` scale in the budget
+    (``guide``: the scale's masks.Guide, whose masks count too)."""
     if not params.memory_budget:
         return MemoryPlan(params.tile_size, params.lbfgs_num_correction)
     budget = parse_bytes(params.memory_budget)
@@ -81,7 +84,8 @@ def plan_memory(params: RenderParams, height: int, width: int) -> MemoryPlan:
     # the photo or previous scale at this size; lean L-BFGS: image, gradient, previous
     # gradient; Adam (torch's): image, gradient, its autograd copy, two moments, a temporary
     buffers = pixels * (1 + (3 if lbfgs else 6))
-    fixed = PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
+    fixed = (PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
+             + guide_bytes(params, guide, height, width))
     step = pixels if lbfgs else 0          # an (s, y) pair in float16
     history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
     left = usable - fixed - history * step
@@ -111,6 +115,23 @@ def _history(params: RenderParams, room: int, step: int, width: int, height: int
                          "raise --memory-budget or use --optimizer adam")
     log.info("L-BFGS history shortened to %d steps to fit %s", affordable, params.memory_budget)
     return affordable
+
+
+def guide_bytes(params: RenderParams, guide, height: int, width: int) -> int:
+    """Portrait mode's and region styles' masks at a scale: the face and region planes at
+    its size, a content weight per content layer position and R masks per style layer
+    position (at 4096² one face costs about 150 MB: as much as three quarters of an image)."""
+    if guide is None or not guide.active:
+        return 0
+    regions = guide.region_count()
+    planes = (guide.likeness is not None) + (regions if guide.regions is not None else 0)
+    total = planes * height * width * 4
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    for names, per_position in ((params.content_layers, 1), (params.style_layers, regions)):
+        for name in names:
+            stride = geometry.strides[name]
+            total += per_position * (height // stride) * (width // stride) * 4
+    return total
 
 
 def full_size_bytes(params: RenderParams, height: int, width: int, *, tiled: bool) -> int:

@@ -84,7 +84,11 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
     """
     check_styles(styles, params)
     if guide is None:
-        guide = guide_for(content, params, len(styles), face_mask=face_mask, region_mask=region_mask)
+        # an inactive Guide, not None, when nothing was found: a print's cropped photo
+        # must not be searched again (a crop at another size can show a "face" the whole
+        # photo did not: tubingen's square crop has two), so preview and print agree
+        guide = guide_for(content, params, len(styles), face_mask=face_mask,
+                          region_mask=region_mask) or Guide()
     options = {"init_image": init_image, "extractor": extractor, "resume": resume, "on_scale": on_scale,
                "guide": guide}
     if params.print_size:

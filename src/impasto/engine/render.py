@@ -233,7 +233,7 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
     """The whole-image objective, or its tiled twin (same gradient) when the scale is
     larger than the tile size — set, or chosen from ``memory_budget`` together with the
     L-BFGS history (returned in the params the optimiser must use) — and the memory plan."""
-    plan = plan_memory(params, *content_px.shape[-2:])
+    plan = plan_memory(params, *content_px.shape[-2:], guide=guide)
     params = params.model_copy(update={"lbfgs_num_correction": plan.lbfgs_history})
     if needs_tiles(*content_px.shape[-2:], plan.tile_size):
         log.info("tiles of %s px for a %s render", format_tile(plan.tile_size), tuple(content_px.shape[-2:]))
