@@ -2,6 +2,7 @@
 
     python bench/prints.py memory [--sizes 1024,2048,4096] [--iterations 2] [--budget 4GB]
                                   [--resume STATE] [--out bench/out/prints]
+    python bench/prints.py tile-peak [--shapes 1024x688,832x688,1024x1024]
     python bench/prints.py seams IMAGE --tile-size PX [--init IMAGE]
     python bench/prints.py gram-spread [--size 384] [--tile-size 128] [--iterations 20]
     python bench/prints.py consistency PRINT --preview PREVIEW
@@ -90,6 +91,38 @@ def memory_table(rows, budget: str) -> str:
     for size, peak, seconds in rows:
         lines.append(f"| {size}² | {peak / 2**20:.0f} | {peak / limit:.2f} | {peak / base:.2f} | {seconds:.0f} |")
     return "\n".join(lines)
+
+
+def tile_peak(args: argparse.Namespace) -> str:
+    """One tile's forward + backward alone (default layers), measured against its estimate."""
+    lines = ["| tile (inner) | window | measured peak MiB | estimate MiB | measured ÷ estimate |", "|---|---|---|---|---|"]
+    for shape in args.shapes.split(","):
+        rows, cols = parse_tile(shape) if "x" in shape.lower() else (int(shape),) * 2
+        out = subprocess.run([sys.executable, __file__, "_tile_peak", str(rows), str(cols)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        measured, estimate, halo = int(out[0]), int(out[1]), int(out[2])
+        lines.append(f"| {rows}×{cols} | {rows + 2 * halo}×{cols + 2 * halo} | {measured / 2**20:.0f} | "
+                     f"{estimate / 2**20:.0f} | {measured / estimate:.2f} |")
+    return "\n".join(lines)
+
+
+def _tile_peak_child(rows: int, cols: int) -> None:
+    import torch
+
+    from impasto.engine import RenderParams
+    from impasto.engine.render import extractor_for
+    from impasto.engine.tiling import estimate_tile_bytes, model_geometry
+
+    params = RenderParams(device="cpu")
+    layers = [*params.content_layers, *params.style_layers]
+    halo = model_geometry(params.model, layers).halo
+    extractor = extractor_for(params)
+    pixels = torch.rand(1, 3, rows + 2 * halo, cols + 2 * halo) * 255
+    Path("/proc/self/clear_refs").write_text("5")   # reset VmHWM
+    before = vm_kib("VmRSS")
+    leaf = pixels.requires_grad_(True)
+    sum(f.pow(2).mean() for f in extractor(leaf).values()).backward()
+    print((vm_kib("VmHWM") - before) * 1024, estimate_tile_bytes((rows, cols), layers), halo)
 
 
 # --- seams --------------------------------------------------------------------------------
@@ -333,6 +366,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_child":
         child(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_tile_peak":
+        _tile_peak_child(int(sys.argv[2]), int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -346,6 +382,8 @@ def main() -> None:
                           "own coarse-to-fine schedule continued, as the shop makes a print)")
     mem.add_argument("--budget", default="4GB")
     mem.add_argument("--resume", type=Path, help="continue this preview state (a print as the shop makes it)")
+    peak = commands.add_parser("tile-peak", parents=[common])
+    peak.add_argument("--shapes", default="1024x688,832x688,1024x1024", help="tile inner shapes, rows×cols")
     seam = commands.add_parser("seams", parents=[common])
     seam.add_argument("image", type=Path)
     seam.add_argument("--tile-size", type=parse_tile, required=True,
@@ -383,7 +421,7 @@ def main() -> None:
         print(gram_spread(parser.parse_args(["gram-spread"])), flush=True)
         print(time_to_quality(parser.parse_args(["time-to-quality"])), flush=True)
         return
-    handler = {"memory": memory, "seams": seams, "gram-spread": gram_spread, "consistency": consistency,
+    handler = {"memory": memory, "tile-peak": tile_peak, "seams": seams, "gram-spread": gram_spread, "consistency": consistency,
                "time-to-quality": time_to_quality, "sample": sample}[args.command]
     print(handler(args), flush=True)
 
