@@ -8,6 +8,7 @@ torchvision VGG-19: 0..1, mean/std normalised).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import torch
@@ -98,19 +99,14 @@ class VGGFeatures(nn.Module):
     def forward_raw(self, model_input: torch.Tensor) -> dict[str, torch.Tensor]:
         """Like ``forward`` but on input already in the model's convention (for checks)."""
         x, out = model_input.contiguous(memory_format=torch.channels_last), {}
-        if self.compute_dtype is None:
-            for name, op in zip(self.names, self.ops):
-                x = op(x)
-                if name in self.wanted:
-                    out[name] = x
-            return out
-        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+        mixed = self.compute_dtype is not None
+        with torch.autocast(x.device.type, dtype=self.compute_dtype) if mixed else contextlib.nullcontext():
             for name, op in zip(self.names, self.ops):
                 x = op(x)
                 if name in self.wanted:
                     # Grams sum over every position: in half precision they would lose
                     # digits (float16 could overflow), so the losses see float32
-                    out[name] = x.float()
+                    out[name] = x.float() if mixed else x
         return out
 
 
