@@ -7,6 +7,7 @@
     python bench/prints.py gram-spread [--size 384] [--tile-size 128] [--iterations 20]
     python bench/prints.py consistency PRINT --preview PREVIEW
     python bench/prints.py time-to-quality [--pairs 0,1,2] [--size 512] [--iterations 500] [--jobs 2]
+                                           [--budgets 140,150] [--coarse-content K]
     python bench/prints.py all
 
 Each prints a markdown table. Baselines run in the same process (or, for memory, the
@@ -107,22 +108,34 @@ def tile_peak(args: argparse.Namespace) -> str:
 
 
 def _tile_peak_child(rows: int, cols: int) -> None:
+    """The real tiled objective's gradient pass over one interior tile (of a 3×3 plan):
+    its peak above the image, the gradient and the targets already there."""
     import torch
 
     from impasto.engine import RenderParams
     from impasto.engine.render import extractor_for
-    from impasto.engine.tiling import estimate_tile_bytes, model_geometry
+    from impasto.engine.tiling import TiledObjective, estimate_tile_bytes, model_geometry
 
     params = RenderParams(device="cpu")
     layers = [*params.content_layers, *params.style_layers]
-    halo = model_geometry(params.model, layers).halo
+    geometry = model_geometry(params.model, layers)
     extractor = extractor_for(params)
-    pixels = torch.rand(1, 3, rows + 2 * halo, cols + 2 * halo) * 255
+    height, width = 3 * rows, 3 * cols
+    targets = {name: torch.zeros(1, 512, height // geometry.strides[name], width // geometry.strides[name],
+                                 dtype=torch.float16) for name in params.content_layers}
+    channels = {info.name: info.channels for info in geometry.layers}
+    grams = {name: torch.rand(channels[name], channels[name]) for name in params.style_layers}
+    objective = TiledObjective(extractor, targets, grams, content_weight=5.0,
+                               style_weights=dict.fromkeys(grams, 100.0), tv_weight=0.0, tile_size=(rows, cols))
+    pixels = torch.rand(1, 3, height, width) * 255
+    tiles = objective.tiles(height, width)
+    style_grads = {name: (g, torch.ones(1)) for name, g in grams.items()}
+    grad = torch.zeros_like(pixels)   # _grad_pass's own: counted as a full-size buffer, not the tile
     Path("/proc/self/clear_refs").write_text("5")   # reset VmHWM
     before = vm_kib("VmRSS")
-    leaf = pixels.requires_grad_(True)
-    sum(f.pow(2).mean() for f in extractor(leaf).values()).backward()
-    print((vm_kib("VmHWM") - before) * 1024, estimate_tile_bytes((rows, cols), layers), halo)
+    del grad
+    objective._grad_pass(pixels, [tiles[4]], style_grads, {})
+    print((vm_kib("VmHWM") - before) * 1024, estimate_tile_bytes((rows, cols), layers), geometry.halo)
 
 
 # --- seams --------------------------------------------------------------------------------
@@ -293,10 +306,13 @@ def load_scorer():
 def time_to_quality(args: argparse.Namespace) -> str:
     """Multi-scale vs single-scale 500-iteration L-BFGS: the time multi-scale needs to
     reach the single-scale run's mean style and content scores (checked after each scale
-    budget in ``--budgets``).
+    budget in ``--budgets``, in order; the first that reaches both is the answer).
 
-    ``--jobs N`` renders N pairs at a time, each in its own single-thread process: the
-    seconds are each render's own, summed, and both sides run under the same load."""
+    Every render runs in a single-thread process (``--jobs N`` at a time) and is timed in
+    CPU seconds of that process — what the render costs, whatever else shares the machine.
+    Each render's scores and seconds are kept beside its PNG (``ttq-*.json``) and reused
+    when the same command runs again with the same options: a long baseline is rendered
+    once, and a stopped run resumes."""
     from concurrent.futures import ProcessPoolExecutor
 
     from impasto.engine import RenderParams
@@ -305,27 +321,37 @@ def time_to_quality(args: argparse.Namespace) -> str:
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(label: str, params: RenderParams) -> tuple[float, float, float]:
-        tasks = [(label, content, style, params.model_dump(), args.out) for content, style in pairs]
+        tasks = [(label, content, style, params.model_dump(mode="json"), args.out) for content, style in pairs]
         if args.jobs > 1:
             with ProcessPoolExecutor(args.jobs, initializer=_single_thread) as pool:
                 results = list(pool.map(_ttq_render, tasks))
         else:
+            _single_thread()
             results = [_ttq_render(task) for task in tasks]
         styles, contents, seconds = zip(*results)
         return sum(styles) / len(styles), sum(contents) / len(contents), sum(seconds)
 
     single = run("single", RenderParams(image_size=args.size, start_size=0, num_iterations=args.iterations))
-    lines = ["| run | iterations | mean style | mean content | seconds | ÷ single-scale time |",
+    lines = ["| run | iterations | mean style | mean content | CPU seconds | ÷ single-scale time |",
              "|---|---|---|---|---|---|",
              f"| single scale | {args.iterations} | {single[0]:.3f} | {single[1]:.3f} | {single[2]:.0f} | 1.00 |"]
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        multi = run(f"multi{budget}", RenderParams(image_size=args.size, num_iterations=budget))
+    for budget in [int(b) for b in args.budgets.split(",") if b]:
+        coarse = {} if args.coarse_content is None else {"coarse_content": args.coarse_content}
+        label = f"multi{budget}" + (f"-cc{args.coarse_content:g}" if coarse else "")
+        multi = run(label, RenderParams(image_size=args.size, num_iterations=budget, **coarse))
         reached = multi[0] >= single[0] and multi[1] >= single[1]
         lines.append(f"| multi-scale | {budget} | {multi[0]:.3f} | {multi[1]:.3f} | {multi[2]:.0f} "
-                     f"| {multi[2] / single[2]:.2f}{' (reaches it)' if reached else ''} |")
+                     f"| {multi[2] / single[2]:.3f}{' (reaches it)' if reached else ''} |")
         if reached:
             break
     return "\n".join(lines) + f"\n\npairs: {', '.join(f'{c} × {s}' for c, s in pairs)}"
+
+
+def _ttq_key(options: dict) -> dict:
+    """The options that can change these renders: none resumes a preview (keep_preview),
+    and a one-scale render has no coarse scale (coarse_content)."""
+    ignored = {"keep_preview"} | ({"coarse_content"} if options.get("start_size") == 0 else set())
+    return {name: value for name, value in options.items() if name not in ignored}
 
 
 def _single_thread() -> None:
@@ -339,23 +365,29 @@ _EXTRACTOR = None
 
 
 def _ttq_render(task) -> tuple[float, float, float]:
-    """Render one pair; (style score, content score, seconds of the render alone)."""
+    """Render one pair, or reuse its earlier result with the same options;
+    (style score, content score, CPU seconds of the render alone)."""
     global _SCORER, _EXTRACTOR
     from impasto import imaging
     from impasto.engine import RenderParams, render
     from impasto.engine.render import extractor_for
 
     label, content, style, options, out = task
+    record = out / f"ttq-{label}-{content}_{style}.json"
+    if record.exists() and _ttq_key((kept := json.loads(record.read_text()))["options"]) == _ttq_key(options):
+        return kept["style"], kept["content"], kept["cpu_seconds"]
     params = RenderParams(**options)
     _SCORER = _SCORER or load_scorer()
     _EXTRACTOR = _EXTRACTOR or extractor_for(params)
     c, s = find("content", content), find("style", style)
-    started = time.perf_counter()
+    started, wall = time.process_time(), time.perf_counter()
     image = render(imaging.load(c), [imaging.load(s)], params, extractor=_EXTRACTOR)
-    seconds = time.perf_counter() - started
+    seconds, wall = time.process_time() - started, time.perf_counter() - wall
     path = imaging.save(image, out / f"ttq-{label}-{content}_{style}.png")
     st, co = _SCORER(str(path), str(c), str(s))
-    print(f"{label} {content} x {style}: style {st:.3f} content {co:.3f} {seconds:.0f} s",
+    record.write_text(json.dumps({"options": options, "style": st, "content": co, "cpu_seconds": seconds,
+                                  "wall_seconds": wall}))
+    print(f"{label} {content} x {style}: style {st:.3f} content {co:.3f} {seconds:.0f} CPU s ({wall:.0f} s)",
           file=sys.stderr, flush=True)
     return st, co, seconds
 
@@ -402,6 +434,8 @@ def main() -> None:
     ttq.add_argument("--iterations", type=int, default=500)
     ttq.add_argument("--budgets", default="100,150,200", help="multi-scale totals to try, in order")
     ttq.add_argument("--jobs", type=int, default=1, help="pairs rendered at once, one thread each")
+    ttq.add_argument("--coarse-content", type=float, default=None,
+                     help="multi-scale's --coarse-content (default: the engine's)")
     samp = commands.add_parser("sample", parents=[common])
     samp.add_argument("image", type=Path)
     samp.add_argument("-o", "--output", type=Path, required=True)

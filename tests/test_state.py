@@ -87,3 +87,20 @@ def test_cli_resume_of_a_missing_state_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "render state not found" in err[0]
     assert not (tmp_path / "o.png").exists()
+
+
+def test_keep_preview_holds_the_print_to_the_preview_at_the_previews_size(shared_images):
+    photo = imaging.load(shared_images / "content" / "tubingen.jpg")
+    painting = imaging.load(shared_images / "style" / "starry_night.jpg")
+    preview_params = RenderParams(image_size=128, scales=[64, 128], scale_iterations=[15, 15])
+    preview = render(photo, [painting], preview_params)
+
+    def drift(**keep) -> float:   # the print averaged down to the preview's pixels, against it
+        params = preview_params.model_copy(update={"image_size": 256, "scales": [64, 128, 256],
+                                                   "scale_iterations": [15, 15, 20], **keep})
+        printed = render(photo, [painting], params, resume=preview)
+        down = torch.nn.functional.interpolate(printed, size=preview.shape[-2:], mode="area")
+        return float((down - preview).abs().mean())
+
+    free, kept = drift(keep_preview=0.0), drift()   # the default keeps it (0.025 against 0.040)
+    assert kept < 0.7 * free, f"mean drift {kept:.4f} kept vs {free:.4f} free"

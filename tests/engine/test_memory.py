@@ -65,20 +65,24 @@ def test_the_history_is_never_longer_than_the_scale_can_fill():
 
 
 def test_the_plan_counts_every_full_size_buffer():
-    """Process + weights + buffers + targets + history + the tile's estimate fit the budget."""
-    from impasto.engine.tiling import estimate_tile_bytes
+    """Process + weights + buffers + targets + history + the largest window's estimate fit."""
+    from impasto.engine.tiling import estimate_window_bytes, largest_window, model_geometry
 
     budget = 4 * 2**30
     for size in (1024, 2048, 4096):
         params = RenderParams(memory_budget="4GB", num_iterations=50)
         plan = plan_memory(params, size, size)
         pixels = 3 * size * size * 4
-        targets = 512 * (size // 8) ** 2 * 2                       # relu4_2 in float16
+        tiled = bool(plan.tile_size)                               # 1024² fits whole in 4 GB
+        targets = 512 * (size // 8) ** 2 * (2 if tiled else 4)     # relu4_2, float16 when tiled
         history = plan.lbfgs_history * pixels                       # float16 (s, y) pairs
-        tile = estimate_tile_bytes(plan.tile_size, [*params.content_layers, *params.style_layers])
+        layers = [*params.content_layers, *params.style_layers]
+        window = largest_window(size, size, plan.tile_size, model_geometry(params.model, layers))
+        tile = estimate_window_bytes(*window, layers)
         used = memory.PROCESS_BYTES + memory.WEIGHTS_BYTES + 4 * pixels + targets + history + tile
         assert used <= memory.SAFETY * budget, size
-        assert plan.target_dtype == torch.float16 and _area(plan.tile_size) > 0
+        assert plan.target_dtype == (torch.float16 if tiled else None)
+        assert tiled == (size > 1024)
     # the photo, the image and two gradients at 4096²: 805 MB; torch's L-BFGS alone held ~1.2 GB
 
 

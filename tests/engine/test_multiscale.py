@@ -74,3 +74,30 @@ def test_render_through_two_scales_reports_progress_over_the_whole_schedule():
     assert [r.image().shape[-1] for r in reports] == [48, 48, 48, 80, 80]
     elapsed = [r.elapsed_seconds for r in reports]
     assert elapsed == sorted(elapsed)
+
+
+def test_coarse_scales_hold_the_photo_more_firmly_from_a_fixed_size_down():
+    from impasto.engine.multiscale import FULL_CONTENT_SIZE, content_weight_at
+
+    params = RenderParams(image_size=512, content_weight=5.0, coarse_content=1.0)
+    assert [content_weight_at(params, s.size) for s in schedule(params)] == pytest.approx([10.0, 5 * 512 / 362, 5.0])
+    # a print's scales from 512 px up lay strokes no larger than a 512 px render's: as given
+    big = params.model_copy(update={"image_size": 4096})
+    assert content_weight_at(big, FULL_CONTENT_SIZE) == content_weight_at(big, 4096) == 5.0
+    assert content_weight_at(big, 256) == pytest.approx(10.0)
+    # a small render counts from its own last scale, which keeps the weight asked for
+    small = params.model_copy(update={"image_size": 384, "coarse_content": 2.0})
+    assert content_weight_at(small, 384) == 5.0 and content_weight_at(small, 192) == pytest.approx(20.0)
+    assert content_weight_at(params.model_copy(update={"coarse_content": 0.0}), 256) == 5.0
+
+
+def test_render_passes_each_scale_its_content_weight(monkeypatch):
+    from impasto.engine import multiscale
+
+    seen = []
+    monkeypatch.setattr(multiscale, "render_scale",
+                        lambda content, styles, stage, *a, **k: seen.append(stage.content_weight) or content)
+    params = RenderParams(image_size=128, scales=[32, 64, 128], scale_iterations=[1, 1, 1],
+                          content_weight=3.0, coarse_content=1.0, portrait="off")
+    render(torch.rand(1, 3, 128, 128), [torch.rand(1, 3, 32, 32)], params, extractor=object())
+    assert seen == pytest.approx([12.0, 6.0, 3.0])

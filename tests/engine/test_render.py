@@ -184,9 +184,9 @@ def test_output_size_and_style_scale(pair, extractor):
     calls = []
     real = render_module.build_objective
 
-    def spy(extractor, content_px, styles_px, params, guide=None):
+    def spy(extractor, content_px, styles_px, params, guide=None, anchor=None):
         calls.append((tuple(content_px.shape), [tuple(s.shape) for s in styles_px]))
-        return real(extractor, content_px, styles_px, params, guide)
+        return real(extractor, content_px, styles_px, params, guide, anchor)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(render_module, "build_objective", spy)

@@ -20,7 +20,9 @@ from impasto.engine.tiling import (
     TiledObjective,
     build_tiled_objective,
     estimate_tile_bytes,
+    estimate_window_bytes,
     extractor_geometry,
+    largest_window,
     model_geometry,
     plan_tiles,
     tile_shape,
@@ -92,6 +94,24 @@ def test_tiled_gradient_equals_the_untiled_gradient(extractor, size, tile_size, 
     assert tiled_loss == pytest.approx(loss, rel=1e-8)
     for name in ("content", "style", "tv", "total"):
         assert tiled_parts[name] == pytest.approx(parts[name], rel=1e-8, abs=1e-12)
+
+
+def test_with_a_preview_to_keep_the_tiled_gradient_is_still_the_untiled_one(extractor):
+    from impasto.engine.anchor import PreviewAnchor
+
+    content, pixels = _image(90, 125, seed=1), _image(90, 125, seed=2) * 255
+    styles, params = [_image(80, 72, seed=3)], _params()
+    term = PreviewAnchor(_image(34, 47, seed=4), 90, 125, weight=0.5)
+    whole = render_module.build_objective(extractor, content, styles, params, anchor=term)
+    leaf = pixels.clone().requires_grad_(True)
+    total, parts = whole(leaf)
+    total.backward()
+    tiled = build_tiled_objective(extractor, content, styles, params, tile_size=40, anchor=term)
+    tiled_loss, tiled_parts, tiled_grad = tiled.loss_and_grad(pixels)
+    assert parts["preview"] > 0 and tiled_parts["preview"] == pytest.approx(parts["preview"], rel=1e-10)
+    assert tiled_loss == pytest.approx(float(total.detach()), rel=1e-8)
+    difference = float((tiled_grad - leaf.grad).abs().max() / leaf.grad.abs().max())
+    assert difference < 1e-4, f"max relative gradient difference {difference:.3g}"
 
 
 def test_a_halo_short_of_the_receptive_field_would_show(extractor):
@@ -237,15 +257,26 @@ def test_a_budget_tile_may_be_a_rectangle_that_covers_the_image_with_less_comput
                    for t in plan_tiles(height, width, tile_size, geometry))
 
     shape = tile_shape_for_budget(height, width, budget, layers)
-    assert estimate_tile_bytes(shape, layers) <= budget
+    assert estimate_window_bytes(*largest_window(height, width, shape, geometry), layers) <= budget
     assert all(side % geometry.align == 0 for side in shape)
     square = tile_size_for_budget(budget, layers)
     assert compute(shape) <= compute(square)
-    if (height, width) == (1024, 1024):   # 4 tiles of 512² as squares, 2 of 1024×512 as rectangles
-        assert len(plan_tiles(height, width, square, geometry)) == 4
-        assert len(plan_tiles(height, width, shape, geometry)) == 2
+    if (height, width) == (2048, 2048):   # squares: 9 of 688² (interior-sized); border tiles: 4 of 1024²
+        assert len(plan_tiles(height, width, square, geometry)) == 9
+        assert len(plan_tiles(height, width, shape, geometry)) == 4
     capped = tile_shape_for_budget(height, width, budget, layers, max_side=256)
     assert max(capped) <= 256
+
+
+@pytest.mark.parametrize(("height", "width", "tile_size"), [
+    (2048, 2048, 1024), (2048, 2048, (1024, 688)), (4096, 4096, (832, 688)), (1000, 700, 512),
+    (600, 900, (600, 304)), (96, 128, 40), (4096, 4096, 4096), (1000, 1000, 48), (4000, 3000, (1024, 688))])
+def test_largest_window_is_the_plans_largest(height, width, tile_size):
+    geometry = model_geometry("vgg16", [*DEFAULT_STYLE_LAYERS, *DEFAULT_CONTENT_LAYERS])
+    tiles = plan_tiles(height, width, tile_size, geometry)
+    rows = max(t.rows.hi - t.rows.lo for t in tiles)
+    cols = max(t.cols.hi - t.cols.lo for t in tiles)
+    assert largest_window(height, width, tile_size, geometry) == (rows, cols)
 
 
 def test_a_budget_below_one_tile_or_not_positive_is_a_param_error():

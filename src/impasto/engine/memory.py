@@ -14,7 +14,8 @@ A scale needs, besides the process itself (Python, torch, the VGG weights):
   can fill (a pair from the third evaluation on), and shortened to at most
   ``HISTORY_SHARE`` of what the rest leaves when the full history would not fit — L-BFGS
   works with a few steps of history, only less well;
-- **one tile's activations** for forward and backward (``tiling.estimate_tile_bytes``):
+- **one tile's activations** for forward and backward (``tiling.estimate_window_bytes`` of
+  the plan's largest window: a border tile has one halo less than an interior one):
   the tile gets whatever is left, as a rectangle if that covers the image with less compute
   than a square (``tiling.tile_shape_for_budget``), so a print uses its budget and is not
   slower than it must be (large tiles waste less on halos), and memory stays flat as the
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from impasto.engine.params import RenderParams
-from impasto.engine.tiling import TileSize, estimate_tile_bytes, model_geometry, tile_shape_for_budget
+from impasto.engine.tiling import TileSize, estimate_window_bytes, model_geometry, tile_shape_for_budget
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ WEIGHTS_BYTES = 80 * 2**20    # VGG conv weights in float32, with slack
 MIN_HISTORY = 5               # below this L-BFGS is hardly better than gradient descent
 HISTORY_SHARE = 0.5           # at most this part of what is left goes to a shortened history
 SAFETY = 0.95                 # plan within this part of the budget: allocator slack
+UNACCOUNTED = 2               # image-sized buffers a print holds beyond those named below
 LEAN_HISTORY_DTYPE = torch.float16
 LEAN_TARGET_DTYPE = torch.float16
 
@@ -82,14 +84,16 @@ def plan_memory(params: RenderParams, height: int, width: int, guide=None) -> Me
     pixels = 3 * height * width * 4
     lbfgs = params.optimizer == "lbfgs"
     # the photo or previous scale at this size; lean L-BFGS: image, gradient, previous
-    # gradient; Adam (torch's): image, gradient, its autograd copy, two moments, a temporary
-    buffers = pixels * (1 + (3 if lbfgs else 6))
+    # gradient; Adam (torch's): image, gradient, its autograd copy, two moments, a temporary;
+    # and UNACCOUNTED more: a 4096² print in 4 GB peaked 368 MiB (≈ 2 such buffers) above
+    # its plan, whose tile estimate is measured — found, not yet explained (docs/benchmarks.md)
+    buffers = pixels * (1 + (3 if lbfgs else 6) + UNACCOUNTED)
     fixed = (PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
              + guide_bytes(params, guide, height, width))
     step = pixels if lbfgs else 0          # an (s, y) pair in float16
     history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
     left = usable - fixed - history * step
-    whole = estimate_tile_bytes((height, width), layers, model=params.model)
+    whole = estimate_window_bytes(height, width, layers, model=params.model)
     lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
     # whole image: content targets in float32, counted above in float16
     if whole + full_size_bytes(params, height, width, tiled=True) <= left:

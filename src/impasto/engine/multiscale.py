@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ScaleDone = Callable[[int, torch.Tensor], None]
 MAX_COARSE_FACTOR = 4   # no scale gets more than 4× the final scale's share of iterations
+FULL_CONTENT_SIZE = 512  # scales this large take --content-weight as given (neural-style's size)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,18 @@ def schedule(params: RenderParams) -> list[Scale]:
     return [Scale(s, max(1, round(total * share / sum(shares)))) for s, share in zip(sizes, shares)]
 
 
+def content_weight_at(params: RenderParams, size: int) -> float:
+    """The content weight of a scale: ``content_weight`` from the last scale or
+    ``FULL_CONTENT_SIZE`` (the smaller) up, × k^``coarse_content`` at a scale k times
+    smaller. VGG sees a coarse scale's picture through the same 3×3 windows, so the style
+    it lays there is large against the picture — and the photo's structure goes unless
+    that scale holds it more firmly (bench/prints.py time-to-quality). Measured from a
+    fixed size, not from a print's: a 4096 px print's 512 px scale lays no larger strokes
+    than a 512 px render does, and must not be held 8× harder than it."""
+    reference = min(params.image_size, FULL_CONTENT_SIZE)
+    return params.content_weight * max(1.0, reference / size) ** params.coarse_content
+
+
 def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
     if not start_size or start_size >= image_size:
         return [image_size]
@@ -78,7 +91,8 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
     all scales. ``extractor`` may be passed to reuse loaded weights across renders.
     ``on_scale(size, image)`` receives each finished scale (to store a resumable state);
     ``resume`` is such an image: scales up to its size are skipped and it starts the next
-    one — a preview continued to a print. Portrait mode and region styles (masks.guide_for)
+    one — a preview continued to a print, every later scale held to it at its own size
+    (``keep_preview``, anchor.py), so the print is the picture the customer chose. Portrait mode and region styles (masks.guide_for)
     are found on the whole photo once; ``face_mask``/``region_mask`` override the files
     ``params`` name, and a ready ``guide`` overrides both.
     """
@@ -105,10 +119,11 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
     done, image, started = 0, init_image, time.perf_counter()
     for index, scale in enumerate(plan):
         stage = params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
+                                          "content_weight": content_weight_at(params, scale.size),
                                           # colours are restored once, at the end
                                           "original_colors": params.original_colors and index == len(plan) - 1})
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
-                             init_image=image, extractor=extractor, guide=guide)
+                             init_image=image, extractor=extractor, guide=guide, preview=resume)
         done += scale.iterations
         if on_scale is not None:
             on_scale(scale.size, image)

@@ -66,8 +66,19 @@ class RenderParams(BaseModel):
                             description="coarse-to-fine: first scale's size (0: one scale only)")
     scale_step: float = Field(2 ** 0.5, gt=1, le=4, allow_inf_nan=False,
                               description="coarse-to-fine: size ratio between scales")
+    coarse_content: float = Field(
+        3.0, ge=0, le=4, allow_inf_nan=False,
+        description="coarse-to-fine: a scale k times smaller than 512 px (or than the render, if "
+                    "smaller) keeps the photo k^this times more firmly (content weight × k^this), so "
+                    "the large strokes laid at low resolution do not wash out its structure (0: the "
+                    "same weight at every scale)")
     scales: list[int] | None = Field(None, description="explicit scale sizes, ending at --image-size")
     scale_iterations: list[int] | None = Field(None, description="iterations per scale (with --scales)")
+    keep_preview: float = Field(
+        3000.0, ge=0, allow_inf_nan=False,
+        description="with --resume: how firmly the larger scales keep the preview's picture at the "
+                    "preview's size (the weight of a pixel term; detail finer than a preview pixel "
+                    "stays free; 0: off)")
     tile_size: int = Field(0, ge=0, le=MAX_IMAGE_SIZE,
                            description="process scales larger than this in tiles of at most this side, "
                                        "px, with the exact whole-image loss (0: never tile; with "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from impasto.engine.anchor import PreviewAnchor
 from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.lbfgs import minimize
@@ -73,28 +74,32 @@ def fit_size(image: torch.Tensor, longest_side: int) -> torch.Tensor:
 
 
 class Objective(torch.nn.Module):
-    """The total loss of an image: weighted content, style and TV terms."""
+    """The total loss of an image: weighted content, style and TV terms (and, continuing
+    a preview, the term that keeps it: anchor.PreviewAnchor)."""
 
     def __init__(self, extractor: VGGFeatures, content_losses: dict[str, ContentLoss],
-                 style_losses: dict[str, StyleLoss], tv_weight: float):
+                 style_losses: dict[str, StyleLoss], tv_weight: float, anchor: PreviewAnchor | None = None):
         super().__init__()
         self.extractor = extractor
         self.content_losses = torch.nn.ModuleDict(content_losses)
         self.style_losses = torch.nn.ModuleDict(style_losses)
-        self.tv_weight = tv_weight
+        self.tv_weight, self.anchor = tv_weight, anchor
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         feats = self.extractor(pixels)
         content = sum(loss(feats[name]) for name, loss in self.content_losses.items())
         style = sum(loss(feats[name]) for name, loss in self.style_losses.items())
         tv = tv_loss(pixels, self.tv_weight) if self.tv_weight else pixels.new_zeros(())
-        total = content + style + tv
-        parts = {"content": content, "style": style, "tv": tv, "total": total}
+        parts = {"content": content, "style": style, "tv": tv}
+        if self.anchor is not None:
+            parts["preview"] = self.anchor.loss(pixels)
+        total = parts["total"] = sum(parts.values())
         return total, {name: float(value.detach()) for name, value in parts.items()}
 
 
 def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
-                    params: RenderParams, guide: Guide | None = None) -> Objective:
+                    params: RenderParams, guide: Guide | None = None,
+                    anchor: PreviewAnchor | None = None) -> Objective:
     """Content features and style Grams of the targets, wrapped as losses.
 
     Without regions the styles' Grams are blended into one target; with ``guide.regions``
@@ -115,7 +120,7 @@ def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Seque
     style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm,
                                     masks=guide and guide.style_masks(*size(name)))
                     for name, lw in zip(params.style_layers, params.layer_weights())}
-    return Objective(extractor, content_losses, style_losses, params.tv_weight)
+    return Objective(extractor, content_losses, style_losses, params.tv_weight, anchor)
 
 
 def _style_targets(extractor: VGGFeatures, styles: Sequence[torch.Tensor], params: RenderParams,
@@ -228,7 +233,7 @@ def _loss_and_grad(objective: torch.nn.Module):
 
 
 def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: list[torch.Tensor],
-                   params: RenderParams, guide: Guide | None = None
+                   params: RenderParams, guide: Guide | None = None, anchor: PreviewAnchor | None = None
                    ) -> tuple[torch.nn.Module, RenderParams, MemoryPlan]:
     """The whole-image objective, or its tiled twin (same gradient) when the scale is
     larger than the tile size — set, or chosen from ``memory_budget`` together with the
@@ -238,8 +243,8 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
     if needs_tiles(*content_px.shape[-2:], plan.tile_size):
         log.info("tiles of %s px for a %s render", format_tile(plan.tile_size), tuple(content_px.shape[-2:]))
         return build_tiled_objective(extractor, content_px, style_px, params, tile_size=plan.tile_size,
-                                     guide=guide, target_dtype=plan.target_dtype), params, plan
-    return build_objective(extractor, content_px, style_px, params, guide), params, plan
+                                     guide=guide, target_dtype=plan.target_dtype, anchor=anchor), params, plan
+    return build_objective(extractor, content_px, style_px, params, guide, anchor), params, plan
 
 
 def extractor_for(params: RenderParams) -> VGGFeatures:
@@ -260,12 +265,14 @@ def check_styles(styles: Sequence[torch.Tensor], params: RenderParams) -> None:
 
 def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
                  callback: Callback | None = None, *, init_image: torch.Tensor | None = None,
-                 extractor: VGGFeatures | None = None, guide: Guide | None = None) -> torch.Tensor:
+                 extractor: VGGFeatures | None = None, guide: Guide | None = None,
+                 preview: torch.Tensor | None = None) -> torch.Tensor:
     """One scale: stylise ``content`` (1×3×H×W, 0..1 RGB); returns 1×3×h×w on the CPU.
 
     The output's longest side is ``params.image_size``; each style image is sized to
     ``image_size × style_scale``. ``extractor`` may be passed to reuse loaded weights;
-    ``guide`` (masks.Guide, any size) steers faces and regions.
+    ``guide`` (masks.Guide, any size) steers faces and regions; ``preview`` (a smaller
+    render this one continues) is kept at its own size with weight ``keep_preview``.
     """
     check_styles(styles, params)
     device = resolve_device(params.device)
@@ -277,7 +284,10 @@ def render_scale(content: torch.Tensor, styles: Sequence[torch.Tensor], params: 
         style_px = [match_colors(s, content_px) for s in style_px]
     if guide is not None:
         guide = guide.resized(*content_px.shape[-2:]).to(device)
-    objective, params, plan = _objective_for(extractor, content_px, style_px, params, guide)
+    anchor = None
+    if preview is not None and params.keep_preview > 0:
+        anchor = PreviewAnchor(preview.to(device, torch.float32), *content_px.shape[-2:], params.keep_preview)
+    objective, params, plan = _objective_for(extractor, content_px, style_px, params, guide, anchor)
     del style_px  # their Grams are taken; at print size each is an image-sized buffer
     start = initial_pixels(content_px, params, extractor, init_image)
     photo = content_px if params.original_colors else None

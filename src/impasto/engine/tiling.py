@@ -48,9 +48,10 @@ from impasto.errors import ParamError
 PIXEL_SCALE = 255.0  # as render.PIXEL_SCALE; not imported, so render may import this module
 # Peak bytes of one tile's forward + backward per activation byte: conv backward keeps each
 # conv's input, max pooling its int64 indices, and backward allocates gradients as large as
-# the activations while the saved ones are alive. Measured on CPU (VmHWM, float32, VGG-16,
-# 88–320 px windows): 2.2–2.5×; small windows run higher, as fixed workspaces dominate.
-ACTIVATION_FACTOR = 2.5
+# the activations while the saved ones are alive. Measured on CPU through the tiled
+# objective's own gradient pass (VmHWM, float32, VGG-16, default layers, windows of
+# 640² to 1408×1152 px: `bench/prints.py tile-peak`): 1.98–2.05×.
+ACTIVATION_FACTOR = 2.1
 NORMALIZE_EPS = 1e-8  # as losses._NormalizeGradient
 
 
@@ -274,22 +275,55 @@ def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[s
             for name, (total, count) in _gram_sums(extractor, pixels, layers, tiles, geometry).items()}
 
 
-def estimate_tile_bytes(tile_size: TileSize, layers: Iterable[str], *, model: str = "vgg16",
-                        bytes_per_value: int = 4) -> int:
-    """Memory one interior tile of ``tile_size`` (side or shape) needs for a forward and backward.
+def estimate_window_bytes(rows: int, cols: int, layers: Iterable[str], *, model: str = "vgg16",
+                          bytes_per_value: int = 4) -> int:
+    """Memory of a forward and backward through a ``rows``×``cols`` window (halos included).
 
     Σ over every layer run (convs, ReLUs kept apart from their conv, pools) of
-    C·h·w·bytes at the tile's size with a halo on both sides, times ``ACTIVATION_FACTOR``.
-    An estimate: weights, the full-image buffers and allocator slack come on top.
+    C·h·w·bytes, times ``ACTIVATION_FACTOR``. Weights, the full-image buffers and
+    allocator slack come on top.
     """
     geometry = model_geometry(model, layers)
-    rows, cols = (side + 2 * geometry.halo for side in tile_shape(tile_size))
     values = 3 * rows * cols
     for info in geometry.layers:
         if info.name.startswith("relu") and info.name.replace("relu", "conv") not in geometry.strides:
             continue  # in place on its conv's output (features.VGGFeatures)
         values += info.channels * (rows // info.stride) * (cols // info.stride)
     return int(values * bytes_per_value * ACTIVATION_FACTOR)
+
+
+def estimate_tile_bytes(tile_size: TileSize, layers: Iterable[str], *, model: str = "vgg16",
+                        bytes_per_value: int = 4) -> int:
+    """``estimate_window_bytes`` of an interior tile of ``tile_size`` (side or shape): its
+    inner region with a halo on both sides — the most any tile of that size can need."""
+    halo = model_geometry(model, layers).halo
+    rows, cols = (side + 2 * halo for side in tile_shape(tile_size))
+    return estimate_window_bytes(rows, cols, layers, model=model, bytes_per_value=bytes_per_value)
+
+
+def largest_window(height: int, width: int, tile_size: TileSize, geometry: Geometry) -> tuple[int, int]:
+    """(rows, cols) of the largest window ``plan_tiles`` makes: a border tile has a halo on
+    its inner side only and a lone tile none, so two tiles a side need less than interior ones."""
+    if not needs_tiles(height, width, tile_size):
+        return height, width
+    tile_rows, tile_cols = tile_shape(tile_size)
+    return (_axis(height, tile_rows // geometry.align, geometry)[1],
+            _axis(width, tile_cols // geometry.align, geometry)[1])
+
+
+def _axis(length: int, per_tile: int, geometry: Geometry) -> tuple[int, int, int]:
+    """For an axis cut as ``_split_axis`` cuts it: the tile count, the largest window and
+    all windows' sum — computed, not listed (the planner asks for thousands of cuts)."""
+    align, halo = geometry.align, geometry.halo
+    units = math.ceil(length / align)
+    count = math.ceil(units / per_tile)
+    if count == 1:
+        return 1, length, length
+    base, extra = divmod(units, count)      # the first ``extra`` spans get one more unit
+    first = (base + (extra > 0)) * align + halo
+    middle = (base + (extra > 1)) * align + 2 * halo if count > 2 else 0
+    last = length - align * ((count - 1) * base + min(extra, count - 1)) + halo
+    return count, min(length, max(first, middle, last)), length + 2 * halo * (count - 1)
 
 
 def tile_size_for_budget(budget_bytes: int, layers: Iterable[str], *, model: str = "vgg16",
@@ -324,43 +358,46 @@ def tile_shape_for_budget(height: int, width: int, budget_bytes: int, layers: It
     halo — so fewer, larger tiles are cheaper. A square tile would be cut down to share
     the image evenly (976 px fits but a 1024² image then takes four 512² tiles); letting
     the tile be a rectangle — one band of 1024×512 tiles there — uses the budget the
-    square leaves idle, so the memory of a print stays near its budget at every size.
+    square leaves idle. Memory is that of the plan's largest window (``largest_window``):
+    with two tiles a side, both are border tiles, a halo short of an interior one.
     """
     layers = list(layers)
     geometry = model_geometry(model, layers)
-    align, halo = geometry.align, geometry.halo
+    align = geometry.align
     row_units, col_units = math.ceil(height / align), math.ceil(width / align)
     limit = (max_side // align) if max_side else max(row_units, col_units)
     best = None
     for row_count in range(1, row_units + 1):
         rows = math.ceil(row_units / row_count)          # units per tile, balanced
-        if rows > limit:
+        if rows > limit or math.ceil(row_units / rows) != row_count:   # over the cap, or a count seen
             continue
-        cols = _widest_fitting(rows * align, min(col_units, limit), budget_bytes, layers, model, align)
+        _, row_window, row_sum = _axis(height, rows, geometry)
+        cols = _widest_fitting(row_window, width, min(col_units, limit), budget_bytes, layers, model, geometry)
         if not cols:
             continue
-        col_count = math.ceil(col_units / cols)
+        col_count, _, col_sum = _axis(width, cols, geometry)
         cols = math.ceil(col_units / col_count)          # balanced, as plan_tiles splits
-        tiles = math.ceil(row_units / rows) * col_count
-        cost = tiles * (rows * align + 2 * halo) * (cols * align + 2 * halo)
-        if best is None or (cost, tiles) < best[0]:
-            best = ((cost, tiles), (rows * align, cols * align))
+        cost = row_sum * col_sum
+        if best is None or (cost, row_count * col_count) < best[0]:
+            best = ((cost, row_count * col_count), (rows * align, cols * align))
     if best is None:
         side = tile_size_for_budget(budget_bytes, layers, model=model)  # raises: not even one unit fits
         return side, side
     return best[1]
 
 
-def _widest_fitting(rows: int, most: int, budget_bytes: int, layers: list[str], model: str,
-                    align: int) -> int:
-    """Largest column count of ``align`` units (≤ ``most``) whose tile fits; 0 if none does."""
+def _widest_fitting(row_window: int, width: int, most: int, budget_bytes: int, layers: list[str],
+                    model: str, geometry: Geometry) -> int:
+    """Largest tile width in ``align`` units (≤ ``most``) whose largest window fits beside
+    ``row_window`` rows; 0 if none does."""
+    def fits(units: int) -> bool:
+        window = _axis(width, units, geometry)[1]
+        return estimate_window_bytes(row_window, window, layers, model=model) <= budget_bytes
+
     low, high = 0, most
     while low < high:
         middle = (low + high + 1) // 2
-        if estimate_tile_bytes((rows, middle * align), layers, model=model) <= budget_bytes:
-            low = middle
-        else:
-            high = middle - 1
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
     return low
 
 
@@ -431,7 +468,7 @@ class TiledObjective(nn.Module):
                  style_grams: dict[str, torch.Tensor], *, content_weight: float,
                  style_weights: dict[str, float], tv_weight: float, tile_size: TileSize,
                  normalize: bool = False, content_weights: dict[str, torch.Tensor] | None = None,
-                 style_masks: dict[str, torch.Tensor] | None = None):
+                 style_masks: dict[str, torch.Tensor] | None = None, anchor=None):
         super().__init__()
         if set(style_weights) != set(style_grams):
             raise ParamError("style weights and style Grams must name the same layers")
@@ -440,6 +477,7 @@ class TiledObjective(nn.Module):
         self.style_grams = {name: g.detach() for name, g in style_grams.items()}
         self.content_weight, self.style_weights = content_weight, dict(style_weights)
         self.tv_weight, self.normalize = tv_weight, normalize
+        self.anchor = anchor   # anchor.PreviewAnchor: keep the preview this print continues
         self.geometry = extractor_geometry(extractor, [*self.content_targets, *self.style_grams])
         self.tile_size = tile_size
         # masks.Guide at each layer's resolution: per-position content weights (1×1×h×w)
@@ -473,9 +511,12 @@ class TiledObjective(nn.Module):
         style, style_grads = self._style_pass(pixels, tiles)
         scales = self._norm_pass(pixels, tiles, style_grads) if self.normalize else {}
         content, grad = self._grad_pass(pixels, tiles, style_grads, scales)
-        tv = _tv_into(pixels, self.tv_weight, grad) if self.tv_weight else 0.0
-        total = content + style + tv
-        return total, {"content": content, "style": style, "tv": tv, "total": total}, grad
+        parts = {"content": content, "style": style,
+                 "tv": _tv_into(pixels, self.tv_weight, grad) if self.tv_weight else 0.0}
+        if self.anchor is not None:
+            parts["preview"] = self.anchor.loss_into(pixels, grad)
+        parts["total"] = sum(parts.values())
+        return parts["total"], parts, grad
 
     def _style_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile]
                     ) -> tuple[float, dict[str, tuple[torch.Tensor, int]]]:
@@ -563,7 +604,7 @@ class TiledObjective(nn.Module):
 
 def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
                           params: RenderParams, *, tile_size: TileSize, guide=None,
-                          target_dtype: torch.dtype | None = None) -> TiledObjective:
+                          target_dtype: torch.dtype | None = None, anchor=None) -> TiledObjective:
     """``render.build_objective``'s tiled twin: same inputs (0..1 RGB), no whole-image VGG pass.
 
     Style images run tiled too (their Grams accumulate over tiles), so each may be as
@@ -602,4 +643,4 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
     return TiledObjective(extractor, content_targets, style_grams, content_weight=params.content_weight,
                           style_weights=style_weights, tv_weight=params.tv_weight, tile_size=tile_size,
                           normalize=params.normalize_gradients, content_weights=content_weights,
-                          style_masks=style_masks)
+                          style_masks=style_masks, anchor=anchor)
