@@ -102,5 +102,8 @@ def test_keep_preview_holds_the_print_to_the_preview_at_the_previews_size(shared
         down = torch.nn.functional.interpolate(printed, size=preview.shape[-2:], mode="area")
         return float((down - preview).abs().mean())
 
-    free, kept = drift(keep_preview=0.0), drift()   # the default keeps it (0.025 against 0.040)
-    assert kept < 0.7 * free, f"mean drift {kept:.4f} kept vs {free:.4f} free"
+    # L-BFGS amplifies rounding, so the drifts move with the thread count (the default's
+    # 0.025–0.028 against 0.037–0.040 free): a firmer weight shows the term at work plainly
+    free, kept, firm = drift(keep_preview=0.0), drift(), drift(keep_preview=30000.0)
+    assert firm < 0.4 * free, f"mean drift {firm:.4f} held firmly vs {free:.4f} free"
+    assert kept < 0.9 * free, f"mean drift {kept:.4f} at the default vs {free:.4f} free"
