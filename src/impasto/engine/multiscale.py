@@ -92,9 +92,10 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
     ``on_scale(size, image)`` receives each finished scale (to store a resumable state);
     ``resume`` is such an image: scales up to its size are skipped and it starts the next
     one — a preview continued to a print, every later scale held to it at its own size
-    (``keep_preview``, anchor.py), so the print is the picture the customer chose. Portrait mode and region styles (masks.guide_for)
-    are found on the whole photo once; ``face_mask``/``region_mask`` override the files
-    ``params`` name, and a ready ``guide`` overrides both.
+    (``keep_preview``, anchor.py), so the print is the picture the customer chose.
+    Portrait mode and region styles (masks.guide_for) are found on the whole photo once;
+    ``face_mask``/``region_mask`` override the files ``params`` name, and a ready
+    ``guide`` overrides both.
     """
     check_styles(styles, params)
     if guide is None:
