@@ -421,3 +421,42 @@ def test_other_modes_become_rgb(mode):
         assert out.mode == "RGB"
         if mode == "I;16":
             assert 150 <= out.getpixel((150, 150))[0] <= 160     # scaled 16 → 8 bit, not clipped
+
+
+# --- the structure walks are linear (issue 12: a 2.7 MB upload pinned a core for 39 s) -------
+
+# SOI, a 1×1 baseline frame header, EOI: the smallest "JPEG" the walk takes as an MPF frame.
+TINY_JPEG = b"\xff\xd8" + b"\xff\xc0\x00\x0b\x08\x00\x01\x00\x01\x01\x01\x11\x00" + b"\xff\xd9"
+
+
+def walk_and_check(data) -> None:
+    from impasto.service import uploads
+
+    fmt = uploads.sniff_format(data[:16])
+    uploads._check_structure(data, fmt, uploads._walk(data, fmt))
+
+
+@pytest.mark.parametrize("frames", [1_000, 4_000, 16_000])
+def test_appended_frames_cost_linear_bytes_and_are_capped(frames):
+    from counting import touched_by
+
+    data = encode(photo((256, 256))) + TINY_JPEG * frames
+    assert touched_by(walk_and_check, data) <= 3 * len(data)
+    check(data, SuspiciousImage, 422)
+
+
+@pytest.mark.parametrize("padding", [10_000, 100_000, 1_000_000])
+def test_long_padding_and_metadata_cost_linear_bytes(padding):
+    """Bytes touched stay a small multiple of the size however the size is made up."""
+    from counting import touched_by
+
+    base = encode(photo(), comment=b"c" * 60_000)
+    for data in (base + b"\0" * padding, base + (b"\0" * 999 + TINY_JPEG) * 10 + b"\0" * padding,
+                 encode(photo(), "PNG") + b"\r\n" * (padding // 2)):
+        assert touched_by(walk_and_check, data) <= 3 * len(data) + 2 * 64 * 1024
+
+
+def test_a_few_appended_frames_still_accepted():
+    gain_map = photo((200, 150)).convert("L")
+    data = encode(photo(), "MPO", save_all=True, append_images=[gain_map] * 3)
+    assert validate_photo(data, max_pixels=MAX_PIXELS).width == 400
