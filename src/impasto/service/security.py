@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from impasto.errors import ImpastoError
+from impasto.service.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,10 @@ class Signer:
         if not token or not isinstance(token, str) or len(token) > 512:
             return None
         parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        expires = parse_int(parts[1], maximum=MAX_TIMESTAMP) if len(parts) == 3 else None
+        if expires is None:
             return None
-        value, expires, mac = parts[0], int(parts[1]), parts[2]
+        value, mac = parts[0], parts[2]
         if expires < self.clock():
             return None
         if not hmac.compare_digest(self.mac(purpose, value, expires).encode(), mac.encode("utf-8", "replace")):

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from impasto.errors import ImpastoError
 from impasto.files import atomic_path
+from impasto.service.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,10 @@ class LocalStorage:
         """
         try:
             check_key(key)
-            expires = int(expires)
-        except (StorageError, ValueError, TypeError):
+        except StorageError:
             return False
-        if not isinstance(signature, str) or expires < self._clock():
+        expires = parse_int(expires, maximum=MAX_TIMESTAMP)
+        if expires is None or not isinstance(signature, str) or expires < self._clock():
             return False
         expected = self._sign(key, expires, filename)
         return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))

@@ -25,6 +25,7 @@ from impasto.service import jobs, security
 from impasto.service.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
 from impasto.service.routes import shop as flows
 from impasto.service.routes.web import DB, Admin, check_csrf, client_ip, render, shop_of
+from impasto.service.untrusted import parse_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -116,9 +117,9 @@ async def _checked_form(request: Request):
 
 
 @router.post("/jobs/{job_id}/rerun", dependencies=[Admin])
-async def rerun_job(job_id: int, request: Request) -> Response:
+async def rerun_job(job_id: str, request: Request) -> Response:
     await _checked_form(request)
-    await run_in_threadpool(_rerun, request, job_id)
+    await run_in_threadpool(_rerun, request, parse_id(job_id, "job"))
     shop_of(request).dispatcher.notify()
     return RedirectResponse("/admin#jobs", status_code=303)
 
@@ -136,13 +137,14 @@ def _rerun(request: Request, job_id: int) -> None:
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[Admin])
-async def cancel_job(job_id: int, request: Request) -> Response:
+async def cancel_job(job_id: str, request: Request) -> Response:
     await _checked_form(request)
+    number = parse_id(job_id, "job")
 
     def cancel() -> None:
         with shop_of(request).sessions() as session:
             try:
-                jobs.cancel(session=session, job_id=job_id)
+                jobs.cancel(session=session, job_id=number)
             except jobs.JobError as exc:
                 raise flows.NotFound(str(exc)) from None
             session.commit()
@@ -152,15 +154,16 @@ async def cancel_job(job_id: int, request: Request) -> Response:
 
 
 @router.post("/orders/{order_id}/status", dependencies=[Admin])
-async def order_status(order_id: int, request: Request) -> Response:
+async def order_status(order_id: str, request: Request) -> Response:
     data = await _checked_form(request)
+    number = parse_id(order_id, "order")
     try:
         status = OrderStatus(str(data.get("status") or ""))
     except ValueError:
         raise flows.InvalidInput("Unknown order status.") from None
     if status not in ADMIN_ORDER_STEPS:
         raise flows.InvalidInput("The admin marks orders printed, shipped or cancelled; renders do the rest.")
-    await run_in_threadpool(_set_order_status, request, order_id, status)
+    await run_in_threadpool(_set_order_status, request, number, status)
     return RedirectResponse("/admin#orders", status_code=303)
 
 

@@ -19,6 +19,7 @@ from impasto.errors import ImpastoError
 from impasto.service.routes import shop as flows
 from impasto.service.routes.web import DB, shop_of
 from impasto.service.storage import LocalStorage, content_disposition
+from impasto.service.untrusted import MAX_TIMESTAMP, parse_id, parse_int
 
 router = APIRouter(include_in_schema=False)
 
@@ -36,10 +37,10 @@ def portrait_photo(public_id: str, request: Request, session: DB):
 
 
 @router.get("/portraits/{public_id}/jobs/{job_id}/image")
-def job_image(public_id: str, job_id: int, request: Request, session: DB):
+def job_image(public_id: str, job_id: str, request: Request, session: DB):
     shop = shop_of(request)
     portrait = flows.find_portrait(session, public_id)
-    return _redirect(flows.image_url(shop, session, portrait, job_id))
+    return _redirect(flows.image_url(shop, session, portrait, parse_id(job_id, "picture")))
 
 
 @router.get("/portraits/{public_id}/orders/{number}/download")
@@ -58,7 +59,8 @@ def signed_file(key: str, request: Request, expires: str = "", signature: str = 
     if not isinstance(storage, LocalStorage):
         raise HTTPException(404)
     if not storage.verify(key, expires, signature, filename=filename):
-        if expires.isdigit() and int(expires) < time.time() and signature:
+        when = parse_int(expires, maximum=MAX_TIMESTAMP)
+        if when is not None and when < time.time() and signature:
             raise HTTPException(410, "This link has expired. Please go back and open it again.")
         raise HTTPException(403, "This link is not valid.")
     try:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from impasto.errors import ImpastoError
 from impasto.service.routes import shop as flows
 from impasto.service.routes.web import DB, check_csrf, client_ip, render, shop_of
+from impasto.service.untrusted import parse_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -88,15 +89,15 @@ def portrait_page(public_id: str, request: Request, session: DB) -> Response:
 
 
 @router.get("/portraits/{public_id}/order")
-def order_form(public_id: str, request: Request, session: DB, preview: int = 0) -> Response:
+def order_form(public_id: str, request: Request, session: DB, preview: str = "") -> Response:
     portrait = flows.find_portrait(session, public_id)
-    return _order_page(request, session, portrait, {"preview_id": preview})
+    return _order_page(request, session, portrait, {"preview_id": parse_id(preview, "preview")})
 
 
 def _order_page(request: Request, session, portrait, form: dict, *, error: str | None = None,
                 status_code: int = 200) -> Response:
     shop = shop_of(request)
-    job = flows.find_job(session, portrait, int(form.get("preview_id") or 0))
+    job = flows.find_job(session, portrait, parse_id(form.get("preview_id"), "preview"))
     view = flows.portrait_view(shop, session, portrait)
     preview = next((p for p in view["previews"] if p["id"] == job.id), None)
     if preview is None:
@@ -119,9 +120,7 @@ def _place_order(request: Request, public_id: str, fields: dict) -> Response:
     shop = shop_of(request)
     with shop.sessions() as session:
         portrait = flows.find_portrait(session, public_id)
-        if not fields["preview_id"].isdigit():
-            raise flows.NotFound("No such preview.")
-        form = flows.OrderForm(int(fields["preview_id"]), fields["print_size"], fields["shipping_name"],
+        form = flows.OrderForm(parse_id(fields["preview_id"], "preview"), fields["print_size"], fields["shipping_name"],
                                fields["shipping_address"], fields["payment_method"] or "invoice")
         try:
             order, _ = flows.place_order(shop, session, portrait, form)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from impasto.engine.params import RenderParams
 from impasto.service.models import JobStatus, OrderStatus
+from impasto.service.untrusted import DbId
 
 SERVER_ONLY_OPTIONS = frozenset({"init_image", "face_mask", "mask", "weights", "download", "device"})
 
@@ -92,7 +93,7 @@ class OrderIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preview_id: int = Field(description="the id of a finished preview of this portrait")
+    preview_id: DbId = Field(description="the id of a finished preview of this portrait")
     print_size: str = Field(description=RenderParams.model_fields["print_size"].description.split(":")[0]
                             + "; one of GET /api/v1/prints", examples=["8x10in"])
     shipping_name: str = Field(min_length=1, max_length=200)

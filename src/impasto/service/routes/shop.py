@@ -21,6 +21,7 @@ from impasto.errors import ImpastoError
 from impasto.service import jobs
 from impasto.service.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait, utcnow
 from impasto.service.storage import make_key
+from impasto.service.untrusted import parse_int
 
 if TYPE_CHECKING:
     from impasto.service.app import Shop
@@ -81,6 +82,8 @@ def find_portrait(session: Session, public_id: str) -> Portrait:
 
 
 def find_job(session: Session, portrait: Portrait, job_id: int) -> Job:
+    if parse_int(job_id, minimum=1) is None:      # out of the column's range: no such row
+        raise NotFound("No such picture.")
     job = session.get(Job, job_id)
     if job is None or job.portrait_id != portrait.id:
         raise NotFound("No such picture.")
@@ -326,10 +329,16 @@ def download_url(shop: Shop, session: Session, portrait: Portrait, number: str) 
 
 
 def image_url(shop: Shop, session: Session, portrait: Portrait, job_id: int) -> str:
-    """A short-lived signed URL of a preview: its result, or while it renders, its latest snapshot."""
+    """A short-lived signed URL of a preview: its result, or while it renders, its latest snapshot.
+
+    Previews only: a print file is reached through ``download_url``, which checks the
+    order's status (cancelled) and the link's age; job ids are sequential, so a print job's
+    id is easy to guess from its preview's."""
     from impasto.service import worker
 
     job = find_job(session, portrait, job_id)
+    if job.kind is not JobKind.PREVIEW:
+        raise NotFound("No such picture.")
     key = job.result_key if job.status is JobStatus.DONE else None
     if key is None and job.status is JobStatus.RUNNING and shop.storage.exists(worker.snapshot_key(job.id)):
         key = worker.snapshot_key(job.id)

