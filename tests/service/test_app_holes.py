@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import test_app_common  # the shared app fixtures (see its docstring)
 from fastapi.testclient import TestClient
-from test_app_common import ADMIN_PASSWORD, csrf_token, finish_jobs, new_portrait
+from test_app_common import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
 
 from impasto.service import jobs, security
 from impasto.service.models import JobKind, OrderStatus
@@ -92,7 +92,7 @@ def test_superscript_digits_in_tokens_and_cookies_are_refused(web):
 
 def test_admin_routes_refuse_huge_ids_with_a_404(web):
     client, _ = web
-    token = csrf_token(client, "/admin/login")
+    token = CSRF.search(client.get("/admin", auth=("admin", ADMIN_PASSWORD)).text).group(1)
     for path in [f"/admin/jobs/{HUGE}/cancel", f"/admin/jobs/{HUGE}/rerun", f"/admin/orders/{HUGE}/status"]:
         response = lenient(client).post(path, data={"csrf_token": token, "status": "cancelled"},
                                         auth=("admin", ADMIN_PASSWORD))
@@ -135,3 +135,98 @@ def _order_id(shop) -> int:
 
     with shop.sessions() as session:
         return session.scalars(select(Order.id)).one()
+
+
+# --- 2. HTTP Basic shares the sign-in lockout; it cannot lock the owner out alone ------------------
+
+def browser(client, ip: str = "testclient") -> TestClient:
+    """Another browser on the same app (its own cookies), from ``ip``."""
+    return TestClient(client.app, base_url=str(client.base_url), client=(ip, 50000))
+
+
+def sign_in(client, password: str = ADMIN_PASSWORD, user: str = "admin"):
+    token = csrf_token(client, "/admin/login")
+    return client.post("/admin/login", data={"csrf_token": token, "user": user, "password": password},
+                       follow_redirects=False)
+
+
+def test_basic_auth_brute_force_is_locked_out(web):
+    client, _ = web
+    json = {"accept": "application/json"}
+    answers = [client.get("/admin", auth=("admin", f"guess-{i}"), headers=json).status_code for i in range(30)]
+    assert answers == [401] * 10 + [429] * 20
+    locked = client.get("/admin", auth=("admin", ADMIN_PASSWORD), headers=json)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert browser(client, "198.51.100.7").get("/admin", auth=("admin", ADMIN_PASSWORD)).status_code == 200
+
+
+def test_a_stranger_cannot_lock_the_owner_out_of_a_known_browser(web):
+    client, _ = web
+    owner = browser(client)
+    assert sign_in(owner).status_code == 303                # the owner's browser is now known
+    owner.cookies.delete(security.ADMIN_COOKIE)             # its session ended; its device cookie stays
+    stranger = browser(client)                              # same IP (a shared network)
+    assert [sign_in(stranger, f"guess-{i}").status_code for i in range(12)] == [401] * 10 + [429] * 2
+    assert sign_in(stranger).status_code == 429             # the right password does not help him
+    assert sign_in(browser(client)).status_code == 429      # nor a new browser on that network
+    assert sign_in(owner).status_code == 303                # but the owner's browser gets in
+    assert owner.get("/admin").status_code == 200
+
+
+def test_only_failed_sign_ins_count(web):
+    client, _ = web
+    owner = browser(client)
+    assert [sign_in(owner).status_code for _ in range(15)] == [303] * 15
+
+
+# --- 4. logout ends the session on the server --------------------------------------------------
+
+def test_logout_revokes_the_admin_cookie(web):
+    client, _ = web
+    assert sign_in(client).status_code == 303
+    cookie = client.cookies[security.ADMIN_COOKIE]
+    assert client.post("/admin/logout", data={"csrf_token": csrf_token(client, "/admin")},
+                       follow_redirects=False).status_code == 303
+    copied = browser(client)
+    copied.cookies.set(security.ADMIN_COOKIE, cookie)
+    assert copied.get("/admin", headers={"accept": "application/json"}).status_code == 401
+    assert sign_in(client).status_code == 303 and client.get("/admin").status_code == 200
+
+
+# --- 5. CSRF tokens are bound to the admin session ---------------------------------------------
+
+def test_a_strangers_csrf_pair_planted_into_the_admins_browser_fails(web):
+    client, shop = web
+    portrait = new_portrait(client, shop, finished=False)
+    job = portrait["previews"][0]["id"]
+    stranger = browser(client, "203.0.113.9")
+    token = csrf_token(stranger)
+    nonce = stranger.cookies[security.CSRF_COOKIE]
+    admin = browser(client)
+    assert sign_in(admin).status_code == 303
+    admin.cookies.set(security.CSRF_COOKIE, nonce)           # planted (a sibling domain, plain http)
+    assert admin.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token}).status_code == 403
+    script = browser(client)                                 # an HTTP Basic client, the same plant
+    script.cookies.set(security.CSRF_COOKIE, nonce)
+    assert script.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": token},
+                       auth=("admin", ADMIN_PASSWORD)).status_code == 403
+    own = csrf_token(admin, "/admin")                        # the admin's own page works
+    assert admin.post(f"/admin/jobs/{job}/cancel", data={"csrf_token": own}).status_code == 200
+
+
+def test_cookies_carry_the_host_prefix_on_https(tmp_path):
+    from impasto.service.app import create_app
+
+    settings = test_app_common.make_settings(tmp_path, public_url="https://shop.example",
+                                             admin_password=ADMIN_PASSWORD)
+    app = create_app(settings, catalog=test_app_common.make_catalog(tmp_path), dispatcher=test_app_common.NullDispatcher())
+    with TestClient(app, base_url="https://shop.example") as client:
+        page = client.get("/admin/login")
+        assert page.headers["set-cookie"].startswith("__Host-impasto_csrf=")
+        assert "Secure" in page.headers["set-cookie"] and "Path=/" in page.headers["set-cookie"]
+        signed_in = sign_in(client)
+        assert signed_in.status_code == 303
+        cookies = signed_in.headers.get_list("set-cookie")
+        assert {c.split("=")[0] for c in cookies} == {"__Host-impasto_admin", "__Host-impasto_device"}
+        assert all("Secure" in c and "Path=/" in c and "Domain" not in c for c in cookies)
+        assert client.get("/admin").status_code == 200

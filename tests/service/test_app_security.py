@@ -108,6 +108,9 @@ def test_admin_login_form_sets_a_session_and_actions_need_csrf(web):
     portrait = new_portrait(client, shop, finished=False)
     job_id = portrait["previews"][0]["id"]
     assert client.post(f"/admin/jobs/{job_id}/cancel", data={}).status_code == 403
+    # the login page's token was made for no session: the admin's forms carry their own
+    assert client.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 403
+    token = csrf_token(client, "/admin")
     assert client.post(f"/admin/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 200
     with shop.sessions() as session:
         assert session.get(Job, job_id).status is JobStatus.CANCELLED

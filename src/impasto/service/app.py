@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from impasto.service.dispatch import Dispatcher
     from impasto.service.mail import Mailer
     from impasto.service.payments import PaymentProvider
-    from impasto.service.security import RateLimiter, Signer
+    from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer
     from impasto.service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class Shop:
     payments: dict[str, PaymentProvider]
     upload_limit_ip: RateLimiter
     upload_limit_email: RateLimiter
-    login_limit: RateLimiter
+    login_guard: LoginGuard
+    admin_sessions: AdminSessions
     templates: Any = None
     outbox: OutboxSender | None = None
     outbox_seconds: float = OUTBOX_POLL_SECONDS
@@ -167,7 +168,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.config import get_settings
     from impasto.service.db import make_engine, session_factory
     from impasto.service.payments import default_providers
-    from impasto.service.security import RateLimiter, Signer, load_secret
+    from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
     from impasto.service.storage import storage_from_url
 
     settings = settings or get_settings()
@@ -189,7 +190,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
-                login_limit=RateLimiter(10, 900), own_engine=own_engine)
+                login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine)
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:

@@ -4,16 +4,32 @@
   (``<data_dir>/secret_key``, mode 0600), so signed URLs and cookies survive a restart.
 - **Signed values** (``Signer``): ``value.expiry.mac`` with an HMAC-SHA256 over a
   *purpose* too, so a CSRF token can never pass as an admin session or the reverse.
-- **CSRF**: signed double submit. The ``impasto_csrf`` cookie holds a random nonce; every
-  form carries ``csrf_token`` = the nonce signed with the secret. A cross-site page can make
-  the browser send the cookie but can neither read it nor forge its signature; a cookie
-  planted from a sibling domain fails too, as its forger has no secret.
+- **CSRF**: signed double submit, bound to the session. The ``impasto_csrf`` cookie holds a
+  random nonce; every form carries ``csrf_token`` = the nonce signed with the secret *and*
+  the admin session it was made for (none for a customer, the session id for a signed-in
+  admin, ``basic`` for HTTP Basic). A cross-site page can make the browser send the cookie
+  but can neither read it nor forge its signature. A nonce and token that a stranger
+  fetched for himself and plants into the admin's browser (from a sibling domain, or over
+  plain http) were signed for no session, so they fail on every admin form. On an https
+  site the cookies carry the ``__Host-`` prefix, which a sibling domain or an http page
+  cannot set at all.
 - **Admin**: a login form sets ``impasto_admin``, a signed, expiring, HttpOnly,
-  SameSite=Strict cookie; HTTP Basic works as well (scripts, curl). Passwords compare in
-  constant time. No ``Settings.admin_password``: the admin stays closed (403) for everyone.
+  SameSite=Strict cookie naming a random session id; logging out revokes that id
+  (``AdminSessions``), so the cookie stops working at once, not 12 hours later. HTTP Basic
+  works as well (scripts, curl). Passwords compare in constant time. No
+  ``Settings.admin_password``: the admin stays closed (403) for everyone.
+- **Sign-in lockout** (``LoginGuard``, for the form and HTTP Basic alike): failed attempts
+  count per IP *and* user name (10 in 15 minutes) and per user name from everywhere (100),
+  and a locked key is refused before its password is looked at, so guessing stops. A
+  browser that signed in before carries a signed ``impasto_device`` cookie; its attempts
+  count on that device alone, so an attacker, who has no such cookie, cannot lock the owner
+  out of the admin from a browser the owner has used — only a first sign-in from a new
+  browser on the attacker's own network, or during a distributed attack, has to wait.
 - **Rate limits** (``RateLimiter``): a sliding window per key (an IP, an email) kept in
   memory — one process serves the shop in embedded mode; behind several app processes each
-  counts on its own, so the effective limit multiplies (a shared store would be next).
+  counts on its own, so the effective limit multiplies (a shared store would be next). The
+  revoked admin sessions are per process too: a multi-process deployment needs a shared
+  store for both.
 """
 
 from __future__ import annotations
@@ -41,6 +57,9 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 ADMIN_COOKIE = "impasto_admin"
 ADMIN_SESSION_SECONDS = 12 * 3600
+DEVICE_COOKIE = "impasto_device"
+DEVICE_SECONDS = 90 * 24 * 3600
+BASIC_BINDING = "basic"           # what a CSRF token is bound to for an HTTP Basic admin
 SECRET_FILE = "secret_key"
 MIN_SECRET_BYTES = 16
 
@@ -124,20 +143,27 @@ class Signer:
 CSRF_SECONDS = 7 * 24 * 3600
 
 
+def cookie_name(name: str, *, secure: bool) -> str:
+    """``__Host-name`` on an https site: browsers then refuse the cookie from a sibling
+    domain, from plain http, or with a Domain or a Path other than ``/``."""
+    return f"__Host-{name}" if secure else name
+
+
 def new_csrf_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def csrf_token_for(signer: Signer, nonce: str) -> str:
-    """The form field value for the cookie's nonce (its own expiry: a week-old page fails)."""
-    return signer.sign("csrf", nonce, seconds=CSRF_SECONDS)
+def csrf_token_for(signer: Signer, nonce: str, *, session: str = "") -> str:
+    """The form field value for the cookie's nonce and the visitor's admin session ("" for
+    none); its own expiry: a week-old page fails."""
+    return signer.sign(f"csrf:{session}", nonce, seconds=CSRF_SECONDS)
 
 
-def csrf_valid(signer: Signer, cookie_nonce: str | None, submitted: str | None) -> bool:
-    """Whether ``submitted`` is a valid signature of the nonce in the visitor's cookie."""
-    if not cookie_nonce:
+def csrf_valid(signer: Signer, cookie_nonce: str | None, submitted: str | None, *, session: str = "") -> bool:
+    """Whether ``submitted`` signs the nonce in the visitor's cookie for this same session."""
+    if not cookie_nonce or not isinstance(cookie_nonce, str):
         return False
-    value = signer.unsign("csrf", submitted)
+    value = signer.unsign(f"csrf:{session}", submitted)
     return value is not None and hmac.compare_digest(value.encode(), cookie_nonce.encode("utf-8", "replace"))
 
 
@@ -163,12 +189,47 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 def admin_session(signer: Signer, password: str) -> str:
-    """An admin cookie; bound to the password, so changing it logs every session out."""
-    return signer.sign(f"admin:{_fingerprint(password)}", "admin", seconds=ADMIN_SESSION_SECONDS)
+    """A new admin cookie naming a random session id; bound to the password, so changing
+    it logs every session out."""
+    return signer.sign(f"admin:{_fingerprint(password)}", secrets.token_urlsafe(16), seconds=ADMIN_SESSION_SECONDS)
 
 
-def admin_session_valid(signer: Signer, password: str, token: str | None) -> bool:
-    return bool(password) and signer.unsign(f"admin:{_fingerprint(password)}", token) == "admin"
+def admin_session_id(signer: Signer, password: str, token: str | None) -> str | None:
+    """The session id of a valid admin cookie (revocation is the caller's: ``AdminSessions``)."""
+    if not password:
+        return None
+    return signer.unsign(f"admin:{_fingerprint(password)}", token) or None
+
+
+def device_token(signer: Signer, password: str) -> str:
+    """The ``impasto_device`` cookie set on a successful sign-in: this browser is known."""
+    return signer.sign(f"device:{_fingerprint(password)}", secrets.token_urlsafe(16), seconds=DEVICE_SECONDS)
+
+
+def device_id(signer: Signer, password: str, token: str | None) -> str | None:
+    if not password:
+        return None
+    return signer.unsign(f"device:{_fingerprint(password)}", token) or None
+
+
+class AdminSessions:
+    """Admin session ids revoked by a logout, remembered until their cookies would expire."""
+
+    def __init__(self, *, max_ids: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.max_ids, self.clock = max_ids, clock
+        self._revoked: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def revoke(self, session_id: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self._revoked[session_id] = now + ADMIN_SESSION_SECONDS
+            while self._revoked and (len(self._revoked) > self.max_ids or next(iter(self._revoked.values())) < now):
+                self._revoked.popitem(last=False)
+
+    def revoked(self, session_id: str) -> bool:
+        with self._lock:
+            return session_id in self._revoked
 
 
 def _fingerprint(password: str) -> str:
@@ -193,20 +254,42 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def hit(self, key: str) -> bool:
+        """Record a hit if ``key`` is under its limit; whether it was."""
+        return self._hit(key, record_refused=False)
+
+    def record(self, key: str) -> None:
+        """Count a hit whether or not the key is over its limit (a failed sign-in)."""
+        self._hit(key, record_refused=True)
+
+    def blocked(self, key: str) -> bool:
+        """Whether ``key`` is at its limit now (records nothing)."""
+        if self.limit <= 0:
+            return False
+        with self._lock:
+            hits = self._hits.get(key)
+            if not hits:
+                return False
+            self._expire(hits, self.clock())
+            return len(hits) >= self.limit
+
+    def _hit(self, key: str, *, record_refused: bool) -> bool:
         if self.limit <= 0:
             return True
         now = self.clock()
         with self._lock:
-            hits = self._hits.pop(key, None) or deque()
-            while hits and hits[0] <= now - self.window_seconds:
-                hits.popleft()
+            hits = self._hits.pop(key, None) or deque(maxlen=self.limit)
+            self._expire(hits, now)
             allowed = len(hits) < self.limit
-            if allowed:
-                hits.append(now)
+            if allowed or record_refused:
+                hits.append(now)        # maxlen: a flood of failures keeps only the latest
             self._hits[key] = hits
             while len(self._hits) > self.max_keys:
                 self._hits.popitem(last=False)
             return allowed
+
+    def _expire(self, hits: deque[float], now: float) -> None:
+        while hits and hits[0] <= now - self.window_seconds:
+            hits.popleft()
 
     def retry_after_seconds(self, key: str) -> int:
         """Seconds until ``key`` may hit again (0 when it may now)."""
@@ -215,3 +298,34 @@ class RateLimiter:
             if not hits or len(hits) < self.limit:
                 return 0
             return max(1, int(hits[0] + self.window_seconds - self.clock()) + 1)
+
+
+class LoginGuard:
+    """Failed admin sign-ins (form and HTTP Basic), counted so no attacker alone locks the owner out.
+
+    An attempt from a known browser (``device``: the id in its ``impasto_device`` cookie, or
+    its valid admin session) counts on that device only. Any other attempt counts per IP and
+    user name and per user name overall. Only failures count: the right password from an
+    unlocked key leaves no trace. A locked key is refused before the password is checked.
+    """
+
+    def __init__(self, *, per_source: int = 10, per_user: int = 100, window_seconds: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_source = RateLimiter(per_source, window_seconds, clock=clock)
+        self.per_user = RateLimiter(per_user, window_seconds, clock=clock)
+
+    def _keys(self, ip: str, user: str, device: str | None) -> list[tuple[RateLimiter, str]]:
+        if device:
+            return [(self.per_source, f"device:{device}")]
+        user = user[:128]
+        return [(self.per_source, f"ip:{ip}\0{user}"), (self.per_user, f"user:{user}")]
+
+    def retry_after_seconds(self, *, ip: str, user: str, device: str | None = None) -> int:
+        """0 when this attempt may be checked, else seconds until it may."""
+        waits = [limiter.retry_after_seconds(key) for limiter, key in self._keys(ip, user, device)
+                 if limiter.blocked(key)]
+        return max(waits, default=0)
+
+    def failed(self, *, ip: str, user: str, device: str | None = None) -> None:
+        for limiter, key in self._keys(ip, user, device):
+            limiter.record(key)

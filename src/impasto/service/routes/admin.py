@@ -24,7 +24,17 @@ from impasto.errors import ImpastoError
 from impasto.service import jobs, security
 from impasto.service.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
 from impasto.service.routes import shop as flows
-from impasto.service.routes.web import DB, Admin, check_csrf, client_ip, render, shop_of
+from impasto.service.routes.web import (
+    DB,
+    Admin,
+    admin_cookie,
+    admin_session_id,
+    check_csrf,
+    render,
+    shop_of,
+    sign_in_failed,
+    sign_in_wait,
+)
 from impasto.service.untrusted import parse_id
 
 log = logging.getLogger(__name__)
@@ -57,29 +67,44 @@ async def login(request: Request) -> Response:
     check_csrf(request, data.get("csrf_token"))
     password = shop.settings.admin_password.get_secret_value()
     target = _safe_next(str(data.get("next") or ""))
+    user = str(data.get("user") or "")
     if not password:
         raise HTTPException(403, "The admin is closed until IMPASTO_ADMIN_PASSWORD is set.")
-    if not shop.login_limit.hit(client_ip(request)):
+    wait = sign_in_wait(request, user)
+    if wait:
         raise flows.TooManyRequests("Too many sign-in attempts. Please wait a few minutes.",
-                                    retry_after_seconds=shop.login_limit.retry_after_seconds(client_ip(request)))
-    if not security.password_matches(password, str(data.get("user") or ""), str(data.get("password") or ""),
+                                    retry_after_seconds=wait)
+    if not security.password_matches(password, user, str(data.get("password") or ""),
                                      expected_user=shop.settings.admin_user):
-        log.warning("admin: failed sign-in from %s", client_ip(request))
+        sign_in_failed(request, user)
         return render(request, "admin/login.html", {"next": target, "error": "Wrong user name or password."},
                       status_code=401)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(security.ADMIN_COOKIE, security.admin_session(shop.signer, password),
-                        max_age=security.ADMIN_SESSION_SECONDS, httponly=True, samesite="strict",
-                        secure=shop.secure_cookies, path="/admin")
+    secure = shop.secure_cookies
+    # Path=/ (not /admin): the __Host- prefix requires it; SameSite=Strict keeps it off
+    # every cross-site request anyway.
+    response.set_cookie(security.cookie_name(security.ADMIN_COOKIE, secure=secure),
+                        security.admin_session(shop.signer, password), max_age=security.ADMIN_SESSION_SECONDS,
+                        httponly=True, samesite="strict", secure=secure, path="/")
+    if security.device_id(shop.signer, password, admin_cookie(request, security.DEVICE_COOKIE)) is None:
+        response.set_cookie(security.cookie_name(security.DEVICE_COOKIE, secure=secure),
+                            security.device_token(shop.signer, password), max_age=security.DEVICE_SECONDS,
+                            httponly=True, samesite="strict", secure=secure, path="/")
     return response
 
 
 @router.post("/logout", dependencies=[Admin])
 async def logout(request: Request) -> Response:
+    """Ends the session on the server too: its id is revoked, so a copied cookie is dead."""
     data = await request.form(max_files=0, max_fields=5)
     check_csrf(request, data.get("csrf_token"))
+    shop = shop_of(request)
+    session = admin_session_id(request)
+    if session:
+        shop.admin_sessions.revoke(session)
     response = RedirectResponse("/admin/login", status_code=303)
-    response.delete_cookie(security.ADMIN_COOKIE, path="/admin")
+    response.delete_cookie(security.cookie_name(security.ADMIN_COOKIE, secure=shop.secure_cookies), path="/",
+                           secure=shop.secure_cookies, httponly=True, samesite="strict")
     return response
 
 

@@ -114,9 +114,10 @@ class ShopMiddleware:
             await _server_error(scope)(scope, receive, send_with_headers)
 
     def _nonce(self, scope: Scope) -> tuple[str, bool]:
+        cookie_name = security.cookie_name(security.CSRF_COOKIE, secure=self.shop.secure_cookies)
         for name, value in scope.get("headers", []):
             if name == b"cookie":
-                nonce = cookie_parser(value.decode("latin-1")).get(security.CSRF_COOKIE, "")
+                nonce = cookie_parser(value.decode("latin-1")).get(cookie_name, "")
                 if _NONCE.fullmatch(nonce):
                     return nonce, False
         return security.new_csrf_nonce(), True
@@ -130,7 +131,8 @@ class ShopMiddleware:
             headers.append((b"cache-control", b"no-store"))
         if new_nonce and not path.startswith(("/api/", "/static/", "/files/")):
             secure = "; Secure" if self.shop.secure_cookies else ""
-            cookie = (f"{security.CSRF_COOKIE}={new_nonce}; Path=/; Max-Age={security.CSRF_SECONDS}; "
+            name = security.cookie_name(security.CSRF_COOKIE, secure=self.shop.secure_cookies)
+            cookie = (f"{name}={new_nonce}; Path=/; Max-Age={security.CSRF_SECONDS}; "
                       f"HttpOnly; SameSite=Lax{secure}")
             headers.append((b"set-cookie", cookie.encode()))
         return headers
@@ -174,7 +176,8 @@ def storage_origin(shop: Shop) -> str:
 def make_templates(shop: Shop, directory: Path) -> Jinja2Templates:
     def context(request: Request) -> dict[str, Any]:
         nonce = getattr(request.state, "csrf_nonce", None) or security.new_csrf_nonce()
-        return {"csrf_token": security.csrf_token_for(shop.signer, nonce), "csrf_field": security.CSRF_FIELD,
+        token = security.csrf_token_for(shop.signer, nonce, session=admin_binding(request))
+        return {"csrf_token": token, "csrf_field": security.CSRF_FIELD,
                 "settings": shop.settings}
 
     templates = Jinja2Templates(directory=directory, context_processors=[context])
@@ -253,25 +256,88 @@ def _plain(errors: Any) -> list[dict[str, Any]]:
 # --- CSRF and admin ----------------------------------------------------------------------
 
 def check_csrf(request: Request, submitted: str | None) -> None:
-    """403 unless ``submitted`` (form field or header) matches the visitor's cookie nonce."""
+    """403 unless ``submitted`` (form field or header) matches the visitor's cookie nonce and
+    was made for the admin session this request carries (none for a customer)."""
     shop = shop_of(request)
-    cookie = request.cookies.get(security.CSRF_COOKIE)
+    cookie = request.cookies.get(security.cookie_name(security.CSRF_COOKIE, secure=shop.secure_cookies))
     submitted = submitted or request.headers.get(security.CSRF_HEADER)
-    if not security.csrf_valid(shop.signer, cookie, submitted):
+    if not security.csrf_valid(shop.signer, cookie, submitted, session=admin_binding(request)):
         raise HTTPException(403, "This form has expired or did not come from this site. "
                                  "Please reload the page and try again.")
 
 
-def is_admin(request: Request) -> bool:
+def _password(request: Request) -> str:
+    return shop_of(request).settings.admin_password.get_secret_value()
+
+
+def admin_cookie(request: Request, name: str) -> str | None:
     shop = shop_of(request)
-    password = shop.settings.admin_password.get_secret_value()
+    return request.cookies.get(security.cookie_name(name, secure=shop.secure_cookies))
+
+
+def admin_session_id(request: Request) -> str | None:
+    """The id of the request's admin session cookie when it is valid and not logged out."""
+    shop = shop_of(request)
+    session = security.admin_session_id(shop.signer, _password(request), admin_cookie(request, security.ADMIN_COOKIE))
+    return session if session and not shop.admin_sessions.revoked(session) else None
+
+
+def _basic_admin(request: Request) -> tuple[str, str] | None:
+    return security.basic_credentials(request.headers.get("authorization"))
+
+
+def admin_binding(request: Request) -> str:
+    """What this request's CSRF tokens are bound to: its admin session id, ``basic`` for
+    valid HTTP Basic credentials, "" for everyone else. Checks only, counts nothing."""
+    session = admin_session_id(request)
+    if session:
+        return session
+    credentials = _basic_admin(request)
+    password = _password(request)
+    if credentials and password and security.password_matches(
+            password, *credentials, expected_user=shop_of(request).settings.admin_user):
+        return security.BASIC_BINDING
+    return ""
+
+
+def known_device(request: Request) -> str | None:
+    """A browser that signed in before: its device cookie's id, else its live admin session."""
+    shop = shop_of(request)
+    device = security.device_id(shop.signer, _password(request), admin_cookie(request, security.DEVICE_COOKIE))
+    return device or admin_session_id(request)
+
+
+def sign_in_wait(request: Request, user: str) -> int:
+    """Seconds this sign-in attempt must wait (0: check its password), for form and Basic."""
+    return shop_of(request).login_guard.retry_after_seconds(ip=client_ip(request), user=user,
+                                                           device=known_device(request))
+
+
+def sign_in_failed(request: Request, user: str) -> None:
+    log.warning("admin: failed sign-in from %s", client_ip(request))
+    shop_of(request).login_guard.failed(ip=client_ip(request), user=user, device=known_device(request))
+
+
+def is_admin(request: Request) -> bool:
+    """A valid admin session, or HTTP Basic credentials checked under the sign-in lockout
+    (429 while locked: a brute force gets no answer to its guesses)."""
+    shop = shop_of(request)
+    password = _password(request)
     if not password:
         return False
-    if security.admin_session_valid(shop.signer, password, request.cookies.get(security.ADMIN_COOKIE)):
+    if admin_session_id(request):
         return True
-    credentials = security.basic_credentials(request.headers.get("authorization"))
-    return credentials is not None and security.password_matches(
-        password, *credentials, expected_user=shop.settings.admin_user)
+    credentials = _basic_admin(request)
+    if credentials is None:
+        return False
+    wait = sign_in_wait(request, credentials[0])
+    if wait:
+        raise HTTPException(429, "Too many sign-in attempts. Please wait a few minutes.",
+                            headers={"Retry-After": str(wait)})
+    if security.password_matches(password, *credentials, expected_user=shop.settings.admin_user):
+        return True
+    sign_in_failed(request, credentials[0])
+    return False
 
 
 def require_admin(request: Request) -> None:
