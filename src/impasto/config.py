@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout_seconds: int = 12 * 3600   # Redis broker: longer than the longest render
     download_link_seconds: int = 7 * 24 * 3600
     signed_url_seconds: int = 600
+    header_timeout_seconds: float = Field(10.0, gt=0)   # a request's line and headers, in total
+    body_timeout_seconds: float = Field(30.0, gt=0)     # the longest pause inside a request body
+    body_total_seconds: float = Field(600.0, gt=0)      # a whole body (20 MB at 270 kbit/s)
 
     # what the shop renders and sells
     preview_size: int = 384

@@ -56,3 +56,77 @@ def _get(url: str):
         return httpx.get(url, timeout=5)
     except httpx.TransportError:
         return None
+
+
+# --- read timeouts (issue 12): a slow client cannot hold a connection --------------------------
+
+@pytest.fixture
+def served(tmp_path):
+    """The shop under the real server (uvicorn + the read timeouts) in a thread; yields its port."""
+    import threading
+
+    import uvicorn
+    from test_app_common import NullDispatcher, make_catalog, make_settings
+
+    from impasto.service.app import create_app
+    from impasto.service.server import uvicorn_config
+
+    settings = make_settings(tmp_path, header_timeout_seconds=0.5, body_timeout_seconds=0.5)
+    app = create_app(settings, catalog=make_catalog(tmp_path), dispatcher=NullDispatcher())
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, settings=settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "the server to start", seconds=60)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _closed_by_server(sock, trickle: bytes = b"", rounds: int = 50) -> bytes | None:
+    """What the server sends before closing, or None if it still held the connection after
+    ``rounds`` pauses of 0.2 s (a ceiling: the timeouts under test are 0.5 s)."""
+    sock.settimeout(0.2)
+    received = b""
+    for _ in range(rounds):
+        try:
+            if trickle:
+                sock.sendall(trickle)
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    return None
+
+
+def test_slow_headers_are_cut_off(served):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", served)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_by_server(sock, trickle=b"X") == b""        # a header byte every 0.2 s does not help
+    assert httpx.get(f"http://127.0.0.1:{served}/", timeout=10).status_code == 200
+    with socket.create_connection(("127.0.0.1", served)) as sock:   # nor does saying nothing at all
+        assert _closed_by_server(sock) == b""
+
+
+def test_a_stalled_body_gets_a_408(served):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", served)) as sock:
+        sock.sendall(b"POST /api/v1/portraits HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")
+        answer = _closed_by_server(sock)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 408")
+    assert b"content-security-policy" in answer.lower()
+
+
+def test_a_kept_alive_connection_still_serves_its_next_request(served):
+    with httpx.Client(base_url=f"http://127.0.0.1:{served}", timeout=10) as client:
+        assert [client.get("/").status_code for _ in range(3)] == [200, 200, 200]

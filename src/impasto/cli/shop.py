@@ -46,10 +46,9 @@ def run_serve(args: argparse.Namespace) -> int:
     admin = "" if settings.admin_password.get_secret_value() else " (closed until IMPASTO_ADMIN_PASSWORD is set)"
     print(f"impasto shop: {settings.public_url.rstrip('/')}/ — admin: {settings.public_url.rstrip('/')}/admin"
           f"{admin}; Ctrl-C stops", flush=True)
-    import uvicorn
+    from impasto.service.server import run
 
-    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=True,
-                log_level="info" if args.verbose else "warning")
+    run(app, host=args.host, port=args.port, settings=settings, log_level="info" if args.verbose else "warning")
     return 0
 
 

@@ -217,6 +217,7 @@ def _app_for(shop: Shop) -> FastAPI:
     from impasto import __version__
     from impasto.service.routes import admin, api, files, pages
     from impasto.service.routes.web import install_error_handlers, make_templates, shop_middleware
+    from impasto.service.server import BodyTimeoutMiddleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -237,6 +238,9 @@ def _app_for(shop: Shop) -> FastAPI:
     for module in (pages, api, admin, files):
         app.include_router(module.router)
     install_error_handlers(app)
+    # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.
+    app.add_middleware(BodyTimeoutMiddleware, idle_seconds=shop.settings.body_timeout_seconds,
+                       total_seconds=shop.settings.body_total_seconds)
     app.add_middleware(shop_middleware(shop))
     return app
 
