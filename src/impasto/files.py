@@ -10,19 +10,19 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: Path | str) -> Iterator[str]:
+def atomic_path(path: Path | str, *, mode: int | None = None) -> Iterator[str]:
     """A temporary path beside ``path``, renamed onto it when the block ends without error.
 
     On any error the temporary file is removed and ``path`` is left as it was. The file
-    gets the usual mode (0666 minus the umask), not mkstemp's 0600, so workers running as
-    other users can read caches and results.
+    gets ``mode``, by default the usual one (0666 minus the umask), not mkstemp's 0600, so
+    workers running as other users can read caches and results.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -230,3 +230,30 @@ def test_cookies_carry_the_host_prefix_on_https(tmp_path):
         assert {c.split("=")[0] for c in cookies} == {"__Host-impasto_admin", "__Host-impasto_device"}
         assert all("Secure" in c and "Path=/" in c and "Domain" not in c for c in cookies)
         assert client.get("/admin").status_code == 200
+
+
+# --- file modes: the database and the stored photos are the shop's alone --------------------------
+
+def test_the_database_and_stored_photos_are_0600(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from impasto.service.db import make_engine, migrate
+    from impasto.service.storage import LocalStorage
+
+    previous = os.umask(0o022)             # the usual umask: new files 0644
+    try:
+        url = f"sqlite:///{tmp_path / 'shop.db'}"
+        migrate(url)
+        storage = LocalStorage(tmp_path / "files", secret=b"k" * 32, base_url="http://x")
+        storage.put("portraits/abc/photo.jpg", b"\xff\xd8 a photo", content_type="image/jpeg")
+        old = tmp_path / "old.db"
+        old.write_bytes(b"")
+        old.chmod(0o644)
+        make_engine(f"sqlite:///{old}").dispose()
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in
+             [tmp_path / "shop.db", tmp_path / "files/portraits/abc/photo.jpg", old]}
+    assert modes == {"shop.db": 0o600, "photo.jpg": 0o600, "old.db": 0o600}
+    assert stat.S_IMODE((tmp_path / "files/portraits/abc").stat().st_mode) == 0o700

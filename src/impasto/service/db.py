@@ -14,6 +14,7 @@ Nothing here runs at import: the engine is made by whoever starts the app or a w
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
@@ -46,8 +47,8 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
 def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-    if not in_memory:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if not in_memory and not database.startswith("file:"):     # a file: URI is the caller's to manage
+        _private_file(Path(database).expanduser())
     engine = create_engine(url, echo=echo,
                            connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
 
@@ -62,6 +63,27 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 under the usual
+    umask: customers' emails and addresses for every local user to read), and tighten an
+    existing one. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:         # a read-only folder: let SQLite say what it thinks of it
+        log.debug("cannot create %s first: %s", path, exc)
+        return
+    if path.is_file() and path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o600)
+            log.info("database %s was readable by others: now 0600", path)
+        except OSError as exc:     # not ours: leave it to its owner
+            log.warning("database %s is readable by others and cannot be changed: %s", path, exc)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -43,6 +43,8 @@ MAX_KEY_CHARS = 512            # S3 allows 1024 bytes; the prefix needs room too
 MAX_SIGNED_URL_SECONDS = 7 * 24 * 3600   # SigV4's ceiling; keep both backends alike
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 _CHUNK_BYTES = 1 << 20
+FILE_MODE = 0o600              # LocalStorage's files: customers' photos, previews, prints
+FOLDER_MODE = 0o700
 
 
 class StorageError(ImpastoError):
@@ -139,8 +141,9 @@ def _check_expiry(expires_seconds: int) -> int:
 class LocalStorage:
     """Files under ``root``; signed URLs point at the app's own ``/files/`` route.
 
-    Writes are atomic (temp file + rename), so a reader never sees half a photo. The
-    content type is not stored: server-made keys carry the right extension, and the file
+    Writes are atomic (temp file + rename), so a reader never sees half a photo. Files are
+    0600 and the folders made for them 0700, whatever the umask: customers' photos are
+    for the shop's process alone (the render threads run in it). The content type is not stored: server-made keys carry the right extension, and the file
     route derives ``Content-Type`` from it (``mimetypes``). ``clock`` exists for tests of
     expiry.
     """
@@ -170,8 +173,8 @@ class LocalStorage:
     def put(self, key: str, data: bytes | BinaryIO, *, content_type: str) -> None:
         _check_put(key, content_type)
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        with atomic_path(path, mode=FILE_MODE) as tmp, open(tmp, "wb") as out:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 out.write(data)
             else:
