@@ -257,3 +257,17 @@ def test_the_database_and_stored_photos_are_0600(tmp_path, monkeypatch):
              [tmp_path / "shop.db", tmp_path / "files/portraits/abc/photo.jpg", old]}
     assert modes == {"shop.db": 0o600, "photo.jpg": 0o600, "old.db": 0o600}
     assert stat.S_IMODE((tmp_path / "files/portraits/abc").stat().st_mode) == 0o700
+
+
+# --- /docs from local files, under the CSP ------------------------------------------------------
+
+def test_the_api_docs_page_uses_local_assets_under_the_csp(web):
+    import re
+
+    client, _ = web
+    page = client.get("/docs")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page.text)          # no CDN
+    assert "<script>" not in page.text                                        # no inline script
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', page.text):
+        assert client.get(asset).status_code == 200, asset

@@ -215,7 +215,7 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.routes import admin, api, files, pages
+    from impasto.service.routes import admin, api, docs, files, pages
     from impasto.service.routes.web import install_error_handlers, make_templates, shop_middleware
     from impasto.service.server import BodyTimeoutMiddleware
 
@@ -227,7 +227,8 @@ def _app_for(shop: Shop) -> FastAPI:
         finally:
             await run_in_threadpool(shop.stop)
 
-    app = FastAPI(title="impasto shop", version=__version__, lifespan=lifespan,
+    # /docs is our own page (routes/docs.py): FastAPI's loads Swagger UI from a CDN.
+    app = FastAPI(title="impasto shop", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   summary="Painted portraits: upload a photo, watch the previews, order a print.",
                   openapi_tags=[{"name": "portraits", "description": "photos, previews and their progress"},
                                 {"name": "orders", "description": "prints of a chosen preview"},
@@ -235,7 +236,8 @@ def _app_for(shop: Shop) -> FastAPI:
     app.state.shop = shop
     shop.templates = make_templates(shop, TEMPLATE_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (pages, api, admin, files):
+    app.mount(docs.ASSETS, StaticFiles(directory=docs.assets_folder()), name="docs-assets")
+    for module in (pages, api, admin, files, docs):
         app.include_router(module.router)
     install_error_handlers(app)
     # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.

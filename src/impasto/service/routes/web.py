@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 UPLOAD_PATHS = frozenset({"/portraits", "/api/v1/portraits", "/admin/styles"})
 _NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
-_NO_CSP = ("/docs", "/redoc")   # FastAPI's API explorers load their scripts from a CDN
 SESSION_COOKIE_ARGS = {"httponly": True, "path": "/"}
 
 
@@ -125,9 +124,8 @@ class ShopMiddleware:
     def _headers(self, path: str, new_nonce: str | None) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                    (b"x-frame-options", b"DENY"), (b"cross-origin-opener-policy", b"same-origin")]
-        if not path.startswith(_NO_CSP):
-            headers.append((b"content-security-policy", self._csp().encode()))
-        if not path.startswith("/static/"):
+        headers.append((b"content-security-policy", self._csp().encode()))
+        if not path.startswith(("/static/", "/docs/assets/")):
             headers.append((b"cache-control", b"no-store"))
         if new_nonce and not path.startswith(("/api/", "/static/", "/files/")):
             secure = "; Secure" if self.shop.secure_cookies else ""
