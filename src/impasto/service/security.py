@@ -112,7 +112,8 @@ class Signer:
         self.clock = clock
 
     def mac(self, purpose: str, value: str, expires: int) -> str:
-        message = "\0".join([purpose, value, str(expires)]).encode()
+        # surrogatepass: a lone surrogate (JSON can carry one) must not make unsign raise
+        message = "\0".join([purpose, value, str(expires)]).encode("utf-8", "surrogatepass")
         return _b64(hmac.new(self._secret, message, hashlib.sha256).digest())
 
     def sign(self, purpose: str, value: str, *, seconds: int) -> str:
