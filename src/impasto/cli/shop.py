@@ -48,7 +48,8 @@ def run_serve(args: argparse.Namespace) -> int:
           f"{admin}; Ctrl-C stops", flush=True)
     from impasto.service.server import run
 
-    run(app, host=args.host, port=args.port, settings=settings, log_level="info" if args.verbose else "warning")
+    run(app, host=args.host, port=args.port, settings=settings,
+        log_level="info" if args.verbose else "warning")
     return 0
 
 

@@ -192,7 +192,8 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 def admin_session(signer: Signer, password: str) -> str:
     """A new admin cookie naming a random session id; bound to the password, so changing
     it logs every session out."""
-    return signer.sign(f"admin:{_fingerprint(password)}", secrets.token_urlsafe(16), seconds=ADMIN_SESSION_SECONDS)
+    return signer.sign(f"admin:{_fingerprint(password)}", secrets.token_urlsafe(16),
+                       seconds=ADMIN_SESSION_SECONDS)
 
 
 def admin_session_id(signer: Signer, password: str, token: str | None) -> str | None:
@@ -225,7 +226,9 @@ class AdminSessions:
         with self._lock:
             now = self.clock()
             self._revoked[session_id] = now + ADMIN_SESSION_SECONDS
-            while self._revoked and (len(self._revoked) > self.max_ids or next(iter(self._revoked.values())) < now):
+            # oldest first: drop the ones whose cookies have expired anyway, and any over the cap
+            while self._revoked and (len(self._revoked) > self.max_ids
+                                     or next(iter(self._revoked.values())) < now):
                 self._revoked.popitem(last=False)
 
     def revoked(self, session_id: str) -> bool:

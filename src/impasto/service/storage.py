@@ -143,7 +143,8 @@ class LocalStorage:
 
     Writes are atomic (temp file + rename), so a reader never sees half a photo. Files are
     0600 and the folders made for them 0700, whatever the umask: customers' photos are
-    for the shop's process alone (the render threads run in it). The content type is not stored: server-made keys carry the right extension, and the file
+    for the shop's process alone (the render threads run in it). The content type is not
+    stored: server-made keys carry the right extension, and the file
     route derives ``Content-Type`` from it (``mimetypes``). ``clock`` exists for tests of
     expiry.
     """

@@ -120,7 +120,8 @@ def _place_order(request: Request, public_id: str, fields: dict) -> Response:
     shop = shop_of(request)
     with shop.sessions() as session:
         portrait = flows.find_portrait(session, public_id)
-        form = flows.OrderForm(parse_id(fields["preview_id"], "preview"), fields["print_size"], fields["shipping_name"],
+        form = flows.OrderForm(parse_id(fields["preview_id"], "preview"), fields["print_size"],
+                               fields["shipping_name"],
                                fields["shipping_address"], fields["payment_method"] or "invoice")
         try:
             order, _ = flows.place_order(shop, session, portrait, form)

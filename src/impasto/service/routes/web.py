@@ -150,7 +150,8 @@ def _server_error(scope: Scope) -> Response:
     from fastapi.responses import PlainTextResponse
 
     try:
-        return error_response(Request(scope), 500, "Something went wrong on our side. Please try again later.")
+        return error_response(Request(scope), 500,
+                              "Something went wrong on our side. Please try again later.")
     except Exception:
         log.exception("the error page failed too")
         return PlainTextResponse("Internal Server Error", status_code=500)
@@ -276,7 +277,8 @@ def admin_cookie(request: Request, name: str) -> str | None:
 def admin_session_id(request: Request) -> str | None:
     """The id of the request's admin session cookie when it is valid and not logged out."""
     shop = shop_of(request)
-    session = security.admin_session_id(shop.signer, _password(request), admin_cookie(request, security.ADMIN_COOKIE))
+    token = admin_cookie(request, security.ADMIN_COOKIE)
+    session = security.admin_session_id(shop.signer, _password(request), token)
     return session if session and not shop.admin_sessions.revoked(session) else None
 
 
@@ -301,7 +303,8 @@ def admin_binding(request: Request) -> str:
 def known_device(request: Request) -> str | None:
     """A browser that signed in before: its device cookie's id, else its live admin session."""
     shop = shop_of(request)
-    device = security.device_id(shop.signer, _password(request), admin_cookie(request, security.DEVICE_COOKIE))
+    token = admin_cookie(request, security.DEVICE_COOKIE)
+    device = security.device_id(shop.signer, _password(request), token)
     return device or admin_session_id(request)
 
 
