@@ -163,6 +163,11 @@ def white(path: Path) -> Path:
     return path
 
 
+def black(path: Path) -> Path:
+    Image.new("L", (64, 64), 0).save(path)
+    return path
+
+
 def not_an_image(path: Path) -> Path:
     path.write_text("not an image at all\n")
     return path
@@ -192,6 +197,8 @@ BAD_INPUTS = {
     "output extension unknown": (lambda t: {"output": t / "out.xyz"}, "unknown output format"),
     "no style": (lambda t: {"style": None}, "--style"),
     "face mask missing": (lambda t: {"extra": ["--portrait", "auto", "--face-mask", t / "no.png"]}, "not found"),
+    "face mask not an image": (lambda t: {"extra": ["--face-mask", not_an_image(t / "m.png")]}, "not an image"),
+    "face mask all black": (lambda t: {"extra": ["--face-mask", black(t / "m.png")]}, "no white"),
     "region mask, one style": (lambda t: {"extra": ["--mask", white(t / "m.png")]}, "at least two styles"),
     "portrait strength": (lambda t: {"extra": ["--portrait-strength", "2"]}, "portrait-strength"),
     "portrait mode unknown": (lambda t: {"extra": ["--portrait", "maybe"]}, "maybe"),

@@ -74,14 +74,16 @@ def masked_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class StyleLoss(nn.Module):
     """weight · mean((G − A)²); with ``masks`` (R×1×H×W) and R targets (R×C×C), the sum of
-    that over regions, each with its guided Gram."""
+    that over regions, each with its guided Gram, region r's term times ``region_weights[r]``
+    (default 1)."""
 
     def __init__(self, target_gram: torch.Tensor, weight: float, normalize: bool = False,
-                 masks: torch.Tensor | None = None):
+                 masks: torch.Tensor | None = None, region_weights: list[float] | None = None):
         super().__init__()
         self.register_buffer("target", target_gram.detach())
         self.register_buffer("masks", None if masks is None else masks.to(target_gram))
         self.weight, self.normalize = weight, normalize
+        self.region_weights = region_weights or [1.0] * (0 if masks is None else len(masks))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.normalize:
@@ -89,8 +91,8 @@ class StyleLoss(nn.Module):
         if self.masks is None:
             return self.weight * nn.functional.mse_loss(gram(features), self.target)
         targets = self.target if self.target.dim() == 3 else self.target.expand(len(self.masks), -1, -1)
-        return self.weight * sum(nn.functional.mse_loss(masked_gram(features, mask[None]), target)
-                                 for mask, target in zip(self.masks, targets))
+        return self.weight * sum(w * nn.functional.mse_loss(masked_gram(features, mask[None]), target)
+                                 for mask, target, w in zip(self.masks, targets, self.region_weights))
 
 
 def tv_loss(image: torch.Tensor, weight: float) -> torch.Tensor:

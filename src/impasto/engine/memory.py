@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from impasto.engine.masks import DETAIL_LAYERS
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import TileSize, estimate_window_bytes, model_geometry, tile_shape_for_budget
 from impasto.errors import ParamError
@@ -88,15 +89,17 @@ def plan_memory(params: RenderParams, height: int, width: int, guide=None) -> Me
     # and UNACCOUNTED more: a 4096² print in 4 GB peaked 368 MiB (≈ 2 such buffers) above
     # its plan, whose tile estimate is measured — found, not yet explained (docs/benchmarks.md)
     buffers = pixels * (1 + (3 if lbfgs else 6) + UNACCOUNTED)
+    # style masks in float16 when tiled (tiling.build_tiled_objective), float32 whole
+    masks_tiled = guide_bytes(params, guide, height, width, mask_bytes=2)
     fixed = (PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
-             + guide_bytes(params, guide, height, width))
+             + masks_tiled)
     step = pixels if lbfgs else 0          # an (s, y) pair in float16
     history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
     left = usable - fixed - history * step
     whole = estimate_window_bytes(height, width, layers, model=params.model)
     lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
     # whole image: content targets in float32, counted above in float16
-    if whole + full_size_bytes(params, height, width, tiled=True) <= left:
+    if whole + full_size_bytes(params, height, width, tiled=True) + guide_bytes(params, guide, height, width) - masks_tiled <= left:
         return MemoryPlan(params.tile_size, max(history, 1), **lean,
                           target_dtype=LEAN_TARGET_DTYPE if params.tile_size else None)
     if left <= 0:
@@ -121,20 +124,26 @@ def _history(params: RenderParams, room: int, step: int, width: int, height: int
     return affordable
 
 
-def guide_bytes(params: RenderParams, guide, height: int, width: int) -> int:
-    """Portrait mode's and region styles' masks at a scale: the face and region planes at
-    its size, a content weight per content layer position and R masks per style layer
-    position (at 4096² one face costs about 150 MB: as much as three quarters of an image)."""
+def guide_bytes(params: RenderParams, guide, height: int, width: int, *, mask_bytes: int = 4) -> int:
+    """Portrait mode's and region styles' masks at a scale: the face, features and region
+    planes at its size, a content weight per content layer position (a small face's detail
+    layer included, with its float16 target) and R masks per style layer position, of
+    ``mask_bytes`` each (at 4096² one face costs its plane, 64 MB, and the whole image's and
+    the face's own Gram masks, 2 × 85 MB in float32)."""
     if guide is None or not guide.active:
         return 0
-    regions = guide.region_count()
-    planes = (guide.likeness is not None) + (regions if guide.regions is not None else 0)
+    regions = guide.style_mask_count()
+    planes = guide.planes()
     total = planes * height * width * 4
-    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
-    for names, per_position in ((params.content_layers, 1), (params.style_layers, regions)):
+    detail = guide.detail_layer([name for name, _ in DETAIL_LAYERS])
+    content_layers = [*params.content_layers, *([detail] if detail else [])]
+    geometry = model_geometry(params.model, [*content_layers, *params.style_layers])
+    for names, per_position in ((content_layers, 4), (params.style_layers, regions * mask_bytes)):
         for name in names:
             stride = geometry.strides[name]
-            total += per_position * (height // stride) * (width // stride) * 4
+            total += per_position * (height // stride) * (width // stride)
+    if detail:  # a small face's lines held at a shallow layer: its content target, in float16
+        total += _layer_bytes(params, detail, height, width) // 2
     return total
 
 

@@ -22,7 +22,7 @@ from impasto.engine.color import match_colors, original_colors
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.lbfgs import minimize
 from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
-from impasto.engine.masks import Guide
+from impasto.engine.masks import DETAIL_LAYERS, Guide
 from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import build_tiled_objective, format_tile, needs_tiles
@@ -114,11 +114,13 @@ def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Seque
         return tuple(content_feats[name].shape[-2:])
 
     norm = params.normalize_gradients
+    layers = guide.content_layers(params.content_layers, extractor.wanted) if guide else params.content_layers
     content_losses = {name: ContentLoss(content_feats[name], params.content_weight, norm,
-                                        weights=guide and guide.content_weights(*size(name)))
-                      for name in params.content_layers}
+                                        weights=guide and guide.content_weights(*size(name), name))
+                      for name in layers}
+    region_weights = guide and guide.style_region_weights()
     style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm,
-                                    masks=guide and guide.style_masks(*size(name)))
+                                    masks=guide and guide.style_masks(*size(name)), region_weights=region_weights)
                     for name, lw in zip(params.style_layers, params.layer_weights())}
     return Objective(extractor, content_losses, style_losses, params.tv_weight, anchor)
 
@@ -249,7 +251,9 @@ def _objective_for(extractor: VGGFeatures, content_px: torch.Tensor, style_px: l
 
 def extractor_for(params: RenderParams) -> VGGFeatures:
     """The truncated VGG that ``params``' layers, model, weights and device call for."""
-    return build_extractor(params.model, [*params.content_layers, *params.style_layers],
+    # portrait mode may hold a small face's features at a shallower layer (masks.detail_layer)
+    detail = [name for name, _ in DETAIL_LAYERS] if params.portrait != "off" else []
+    return build_extractor(params.model, [*params.content_layers, *params.style_layers, *detail],
                            pooling=params.pooling, weights=params.weights, allow_download=params.download,
                            device=resolve_device(params.device), precision=params.precision)
 

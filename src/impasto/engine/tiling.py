@@ -253,7 +253,11 @@ def _gram_sums(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[st
 
 def _mask_crop(masks: dict[str, torch.Tensor] | None, name: str, tile: Tile, stride: int
                ) -> torch.Tensor | None:
-    return None if masks is None else masks[name][(..., *tile.at(stride))]
+    if masks is None:
+        return None
+    crop = masks[name][(..., *tile.at(stride))]
+    # stored in float16 under a budget; their sums over a tile would overflow in it
+    return crop.float() if crop.dtype == torch.float16 else crop
 
 
 def _masked_sums(crop: torch.Tensor, masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -468,7 +472,8 @@ class TiledObjective(nn.Module):
                  style_grams: dict[str, torch.Tensor], *, content_weight: float,
                  style_weights: dict[str, float], tv_weight: float, tile_size: TileSize,
                  normalize: bool = False, content_weights: dict[str, torch.Tensor] | None = None,
-                 style_masks: dict[str, torch.Tensor] | None = None, anchor=None):
+                 style_masks: dict[str, torch.Tensor] | None = None, region_weights: list[float] | None = None,
+                 anchor=None):
         super().__init__()
         if set(style_weights) != set(style_grams):
             raise ParamError("style weights and style Grams must name the same layers")
@@ -483,6 +488,7 @@ class TiledObjective(nn.Module):
         # masks.Guide at each layer's resolution: per-position content weights (1×1×h×w)
         # and region/face masks of the Grams (R×1×h×w, with R target Grams per layer)
         self.content_weights, self.style_masks = content_weights, style_masks
+        self.region_weights = None if region_weights is None else torch.tensor(region_weights, dtype=torch.float64)
         self._tiles: dict[tuple[int, int], list[Tile]] = {}
 
     def tiles(self, height: int, width: int) -> list[Tile]:
@@ -529,9 +535,11 @@ class TiledObjective(nn.Module):
         for name, (total, count) in sums.items():
             diff = total / count[:, None, None] - self.style_grams[name]  # R×C×C
             weight, channels = self.style_weights[name], diff.shape[-1]
-            # StyleLoss is weight·mean((G − A)²) over the C² entries of each region's Gram.
-            value += float(weight * diff.pow(2).mean(dim=(1, 2)).sum())
-            grads[name] = (weight * 2 * diff / channels ** 2, count)
+            regions = (torch.ones(len(diff), dtype=diff.dtype, device=diff.device) if self.region_weights is None
+                       else self.region_weights.to(diff))
+            # StyleLoss is weight·Σ_r w_r·mean((G_r − A_r)²) over the C² entries of each region's Gram.
+            value += float(weight * (regions * diff.pow(2).mean(dim=(1, 2))).sum())
+            grads[name] = (weight * 2 * regions[:, None, None] * diff / channels ** 2, count)
         return value, grads
 
     def _norm_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile],
@@ -615,11 +623,13 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
     """
     if not styles:
         raise ParamError("at least one style image is needed")
-    content_targets = tiled_features(extractor, content * PIXEL_SCALE, params.content_layers,
+    guide = guide if guide is not None and guide.active else None
+    content_layers = (guide.content_layers(params.content_layers, extractor.wanted) if guide is not None
+                      else params.content_layers)
+    content_targets = tiled_features(extractor, content * PIXEL_SCALE, content_layers,
                                      tile_size=tile_size, dtype=target_dtype)
     per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
                  for style in styles]
-    guide = guide if guide is not None and guide.active else None
     if guide is not None and guide.regions is not None:
         style_grams = {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
     else:
@@ -627,9 +637,9 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
         style_grams = {name: sum(w * grams[name] for w, grams in zip(blend, per_style))
                        for name in params.style_layers}
     style_weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
-    content_weights = style_masks = None
+    content_weights = style_masks = region_weights = None
     if guide is not None:
-        geometry = extractor_geometry(extractor, [*params.content_layers, *params.style_layers])
+        geometry = extractor_geometry(extractor, [*content_layers, *params.style_layers])
         height, width = content.shape[-2:]
 
         def layer_size(name: str) -> tuple[int, int]:
@@ -637,10 +647,14 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
 
         # in the content's dtype: float32 mask sums would cost float64 renders their exactness
         if guide.likeness is not None:
-            content_weights = {name: guide.content_weights(*layer_size(name)).to(content)
-                               for name in params.content_layers}
-        style_masks = {name: guide.style_masks(*layer_size(name)).to(content) for name in params.style_layers}
+            content_weights = {name: guide.content_weights(*layer_size(name), name).to(content)
+                               for name in content_layers}
+        # float16 under a budget (with the targets): a mask's values need no more
+        mask_dtype = torch.float16 if target_dtype == torch.float16 else content.dtype
+        style_masks = {name: guide.style_masks(*layer_size(name)).to(content.device, mask_dtype)
+                       for name in params.style_layers}
+        region_weights = guide.style_region_weights()
     return TiledObjective(extractor, content_targets, style_grams, content_weight=params.content_weight,
                           style_weights=style_weights, tv_weight=params.tv_weight, tile_size=tile_size,
                           normalize=params.normalize_gradients, content_weights=content_weights,
-                          style_masks=style_masks, anchor=anchor)
+                          style_masks=style_masks, region_weights=region_weights, anchor=anchor)
