@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +66,11 @@ class Settings(BaseSettings):
 
     # what the shop renders and sells
     preview_size: int = 384
-    preview_iterations: int = 120
+    preview_iterations: int = 30      # starting from the sketch, 30 reach the style of 120 from the photo
+    preview_init: Literal["quick", "image", "random"] = "quick"   # quick: from the feed-forward sketch
+    preview_start_size: int = 256     # the previews' coarsest scale (0: the preview size only)
+    starter_styles: bool = True       # the starter styles (impasto.starter) beside the artist's own
+    sketches: bool = True             # a feed-forward sketch on every card right after the upload
     workers: int = 1                  # embedded render threads
     prints: list[PrintOption] = Field(default_factory=lambda: list(DEFAULT_PRINTS))
     print_dpi: int = 300
