@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from impasto.service.mail import Mailer
     from impasto.service.payments import PaymentProvider
     from impasto.service.security import RateLimiter, Signer
+    from impasto.service.sketches import SketchPainter
     from impasto.service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Shop:
     login_limit: RateLimiter
     templates: Any = None
     outbox: OutboxSender | None = None
+    sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
     outbox_seconds: float = OUTBOX_POLL_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
@@ -83,6 +85,8 @@ class Shop:
         from impasto.service.db import migrate
 
         migrate(self.engine)
+        if self.sketches is not None:
+            self.sketches.start()
         self.dispatcher.start()
         self.outbox = OutboxSender(self.sessions, self.mailer, interval_seconds=self.outbox_seconds)
         self.outbox.start()
@@ -91,6 +95,8 @@ class Shop:
     def stop(self) -> None:
         if self.outbox is not None:
             self.outbox.stop()
+        if self.sketches is not None:
+            self.sketches.stop()
         if self.started:
             self.dispatcher.stop(timeout_seconds=STOP_SECONDS)
             self.started = False
@@ -168,6 +174,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.service.db import make_engine, session_factory
     from impasto.service.payments import default_providers
     from impasto.service.security import RateLimiter, Signer, load_secret
+    from impasto.service.sketches import SketchPainter
     from impasto.service.storage import storage_from_url
 
     settings = settings or get_settings()
@@ -178,7 +185,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     storage = storage or storage_from_url(settings.resolved_storage_url(), secret=secret,
                                           base_url=settings.public_url,
                                           endpoint_url=settings.s3_endpoint_url or None)
-    catalog = catalog or Catalog()
+    catalog = catalog or Catalog(starter=settings.starter_styles)
     if mailer is None and settings.smtp_url:
         from impasto.service.mail import Mailer
 
@@ -189,7 +196,10 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
-                login_limit=RateLimiter(10, 900), own_engine=own_engine)
+                login_limit=RateLimiter(10, 900), own_engine=own_engine,
+                sketches=SketchPainter(sessions=sessions, storage=storage, catalog=catalog,
+                                       size=settings.preview_size)
+                if settings.sketches else None)
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:

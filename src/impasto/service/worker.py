@@ -199,7 +199,8 @@ def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams 
 
     if task.kind is JobKind.PREVIEW:
         base = {**style.preset, "image_size": settings.preview_size,
-                "num_iterations": settings.preview_iterations}
+                "num_iterations": settings.preview_iterations, "init": settings.preview_init,
+                "start_size": settings.preview_start_size}
     else:
         base = parent.model_dump() if parent is not None else dict(style.preset)
         base["dpi"] = settings.print_dpi
@@ -262,7 +263,7 @@ def _progress_reporter(*, sessions: sessionmaker[Session], job_id: int, worker: 
         if throttle.due(force=progress.iteration >= progress.total):
             with sessions() as session:
                 if jobs.report_progress(session=session, job_id=job_id, worker=worker,
-                                        progress=progress.iteration / max(progress.total, 1),
+                                        progress=progress.fraction,
                                         iteration=progress.iteration, total=progress.total,
                                         lease_seconds=lease_seconds):
                     raise RenderCancelled(f"job {job_id} cancelled")
