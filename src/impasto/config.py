@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     # what the shop renders and sells
     preview_size: int = 384
-    preview_iterations: int = 30      # starting from the sketch, 30 reach the style of 120 from the photo
+    preview_iterations: int = 20      # from the sketch, 20 score above the 120 from the photo (docs/benchmarks.md)
     preview_init: Literal["quick", "image", "random"] = "quick"   # quick: from the feed-forward sketch
     preview_start_size: int = 256     # the previews' coarsest scale (0: the preview size only)
     starter_styles: bool = True       # the starter styles (impasto.starter) beside the artist's own
