@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     workers: int = 1                  # embedded render threads
     prints: list[PrintOption] = Field(default_factory=lambda: list(DEFAULT_PRINTS))
     print_dpi: int = 300
+    print_iterations: int = 120       # a print's total over its whole schedule (the preview's scales are skipped)
     currency: str = "EUR"
 
     def resolved_database_url(self) -> str:

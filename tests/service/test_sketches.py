@@ -77,3 +77,29 @@ def test_sketches_can_be_turned_off(tmp_path):
     with TestClient(app) as client:
         portrait = _upload(client)
         assert _view(client, portrait["id"])["previews"][0]["image_url"] is None
+
+
+def test_render_threads_yield_to_the_sketches_while_they_are_painted(tmp_path, monkeypatch):
+    import threading
+
+    from impasto.service.sketches import SketchPainter, SketchRequest
+
+    release, painting = threading.Event(), threading.Event()
+    painter = SketchPainter(sessions=None, storage=None, catalog=None, size=48)
+    monkeypatch.setattr(painter, "_warm_up", lambda: None)
+    monkeypatch.setattr(painter, "paint", lambda request: (painting.set(), release.wait(30)))
+    painter.start()
+    try:
+        painter.yield_to()                                  # idle: returns at once
+        painter.submit(SketchRequest(photo=b"", jobs=((1, "starry"),)))
+        assert painting.wait(30)
+        waited = threading.Event()
+        renderer = threading.Thread(target=lambda: (painter.yield_to(), waited.set()))
+        renderer.start()
+        assert not waited.wait(0.3)                         # the render thread waits ...
+        release.set()
+        assert waited.wait(30)                              # ... until the sketches are painted
+        renderer.join(30)
+    finally:
+        release.set()
+        painter.stop()

@@ -191,18 +191,18 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
         # The outbox retries with its own backoff: one quick retry here is enough.
         mailer = Mailer(settings.smtp_url, sender=settings.mail_from, attempts=2, backoff_seconds=1.0)
-    dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog)
+    sketches = (SketchPainter(sessions=sessions, storage=storage, catalog=catalog, size=settings.preview_size)
+                if settings.sketches else None)
+    dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     limit = settings.rate_limit_per_hour
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
-                login_limit=RateLimiter(10, 900), own_engine=own_engine,
-                sketches=SketchPainter(sessions=sessions, storage=storage, catalog=catalog,
-                                       size=settings.preview_size)
-                if settings.sketches else None)
+                login_limit=RateLimiter(10, 900), own_engine=own_engine, sketches=sketches)
 
 
-def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:
+def _default_dispatcher(settings: Settings, sessions, storage, catalog,
+                        sketches: SketchPainter | None = None) -> Dispatcher:
     """Embedded render threads; with ``Settings.broker_url``, the farm's dispatcher."""
     from impasto.service import worker
     from impasto.service.dispatch import LocalDispatcher
@@ -214,7 +214,8 @@ def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispa
                                snapshot_seconds=SNAPSHOT_SECONDS)
     stopping = threading.Event()
     run = functools.partial(worker.run_job, session_factory=sessions, storage=storage, catalog=catalog,
-                            settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS)
+                            settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS,
+                            yield_to=sketches.yield_to if sketches is not None else None)
     return LocalDispatcher(session_factory=sessions, run_job=run, threads=settings.workers, stopping=stopping)
 
 

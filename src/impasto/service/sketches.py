@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SKETCH_QUALITY = 88
 STOP_SECONDS = 10.0
+YIELD_SECONDS = 5.0     # the longest a render thread waits for the sketches to be painted
 
 
 def sketch_key(job_id: int) -> str:
@@ -59,6 +60,8 @@ class SketchPainter:
         self.sessions, self.storage, self.catalog, self.size = sessions, storage, catalog, size
         self._queue: queue.Queue[SketchRequest | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="impasto-sketches", daemon=True)
@@ -73,14 +76,39 @@ class SketchPainter:
         if self._thread is None:      # not started (a test's shop without its lifespan): paint now
             self.paint(request)
         else:
+            self._idle.clear()
             self._queue.put(request)
 
+    def yield_to(self) -> None:
+        """For the embedded render threads, between iterations: wait while sketches are painted.
+
+        On two cores a Gatys iteration beside the sketch thread halves its speed; a customer
+        who just uploaded waits for the sketches, while a preview's few seconds more go unseen.
+        """
+        self._idle.wait(YIELD_SECONDS)
+
     def _loop(self) -> None:
+        self._warm_up()
         while (request := self._queue.get()) is not None:
             try:
                 self.paint(request)
             except Exception:     # never let one upload stop the sketches of the next
                 log.exception("sketches of jobs %s failed", [job for job, _ in request.jobs])
+            finally:
+                if self._queue.empty():
+                    self._idle.set()
+        self._idle.set()
+
+    def _warm_up(self) -> None:
+        """Load the networks now: the first upload's sketches would otherwise wait ~1 s for them."""
+        import torch
+
+        from impasto.engine.quick import shared_stylizer
+
+        try:
+            shared_stylizer().stylize(torch.full((1, 3, 64, 64), 0.5), torch.rand(1, 3, 64, 64), size=64)
+        except Exception as exc:  # noqa: BLE001 - paint() will say what is wrong, per job
+            log.warning("sketches: the feed-forward network did not load (%s: %s)", type(exc).__name__, exc)
 
     def paint(self, request: SketchRequest) -> int:
         """Paint, store and record each job's sketch; returns how many were made."""
