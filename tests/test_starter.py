@@ -105,3 +105,26 @@ def test_the_environment_switch(tmp_path, monkeypatch, setting, expected):
         assert Catalog().names() == expected
     finally:
         get_settings.cache_clear()
+
+
+def test_the_cli_lists_the_starter_styles_and_renders_with_one(tmp_path, monkeypatch, capsys):
+    from impasto import cli
+
+    monkeypatch.setenv("IMPASTO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("IMPASTO_CATALOG_DIR", str(tmp_path / "own"))
+    monkeypatch.setenv("IMPASTO_STARTER_STYLES", "1")
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["styles", "list"]) == 0
+        listed = capsys.readouterr().out
+        assert all(f"{style.name}" in listed and style.title in listed for style in STARTER_STYLES)
+        assert "starter" in listed
+        out = tmp_path / "out.png"
+        assert cli.main(["render", "sample:astronaut", "--preset", "swirling-night", "-o", str(out), "-q",
+                         "--image-size", "40", "--num-iterations", "2", "--portrait", "off"]) == 0
+        with Image.open(out) as image:
+            assert image.size == (40, 40)
+        assert cli.main(["styles", "remove", "swirling-night"]) == 2     # one error line, exit 2
+        assert "IMPASTO_STARTER_STYLES=0" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
