@@ -13,6 +13,7 @@ customer sees them: from the moment the upload's answer arrives.
 2. ``--uploads - 1`` more, one every ``--interval`` seconds while the render thread paints:
    seconds until each one's cards all have an image. Their previews are then cancelled
    (only the first upload's are painted to the end). p50 / p95 over all uploads.
+   ``--sketches-only``: the first upload's previews are not waited for either.
 3. ``--baseline``: in the same run, the first ``--baseline-styles`` styles painted as the shop
    did before the sketches (120 iterations from the photo): the per-style ratio.
 4. ``--score``: the style / content scores of every painted preview (``../shared/tools/score.py``,
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--baseline-styles", type=int, default=4, metavar="N", help="how many (default: 4)")
     parser.add_argument("--score", action="store_true", help="score the painted previews (and the baseline)")
     parser.add_argument("--screenshots", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--sketches-only", action="store_true",
+                        help="measure the sketches only: the first upload's previews are not waited for")
     args = parser.parse_args()
     import httpx
     import torch
@@ -187,14 +190,16 @@ def main() -> None:
 def measure(args, client, base: str, shop, folder: Path) -> tuple[list, dict]:
     first, answered = upload(client, base, args.photo)
     sketched = [wait_until(client, base, first, all_have_images) - answered]
-    done = wait_until(client, base, first, all_done) - answered
-    rows = job_rows(shop, first)
-    print(f"\nupload 1 (idle shop): every card has an image after {sketched[0]:.2f} s, "
-          f"every preview painted after {done:.1f} s (load {load()})")
-    print("| style | render s | iterations |\n|---|---|---|")
-    for row in rows:
-        print(f"| {row.style} | {(row.finished_at - row.started_at).total_seconds():.1f} | {row.total} |")
-    later = []
+    if args.sketches_only:
+        rows, later = [], [first]
+    else:
+        done = wait_until(client, base, first, all_done) - answered
+        rows, later = job_rows(shop, first), []
+        print(f"\nupload 1 (idle shop): every card has an image after {sketched[0]:.2f} s, "
+              f"every preview painted after {done:.1f} s (load {load()})")
+        print("| style | render s | iterations |\n|---|---|---|")
+        for row in rows:
+            print(f"| {row.style} | {(row.finished_at - row.started_at).total_seconds():.1f} | {row.total} |")
     for _ in range(args.uploads - 1):
         public_id, answered = upload(client, base, args.photo)
         later.append(public_id)

@@ -103,3 +103,17 @@ def test_render_threads_yield_to_the_sketches_while_they_are_painted(tmp_path, m
     finally:
         release.set()
         painter.stop()
+
+
+def test_a_painting_card_estimates_its_time_left_from_its_own_pace():
+    from datetime import timedelta
+
+    from impasto.service.models import Job, JobStatus, utcnow
+    from impasto.service.routes.shop import _eta_seconds
+
+    job = Job(status=JobStatus.RUNNING, started_at=utcnow() - timedelta(seconds=10), progress=0.25)
+    assert 29 <= _eta_seconds(job) <= 31             # a quarter of the work in 10 s: 30 s more
+    job.progress = 0.01
+    assert _eta_seconds(job) is None                  # too early to promise anything
+    job.status, job.progress = JobStatus.DONE, 1.0
+    assert _eta_seconds(job) is None

@@ -4,7 +4,8 @@ One process is the whole shop in embedded mode (``impasto serve``): FastAPI unde
 SQLite, local files and render threads (``LocalDispatcher``). Each part can be swapped
 through ``Settings`` (PostgreSQL, S3, SMTP, a broker) or, in tests, passed in directly.
 
-Start-up (the lifespan, in order): migrate the database; start the dispatcher (embedded:
+Start-up (the lifespan, in order): migrate the database; list the styles (the starter set
+is made here on first use, not in a customer's request); start the dispatcher (embedded:
 it first requeues jobs a crash left ``running``); start the outbox sender, a thread that
 delivers queued mails — mail is never sent inside a request, and with no SMTP server
 configured the rows stay pending (logged once), to go out when one is. Shutdown reverses
@@ -85,6 +86,7 @@ class Shop:
         from impasto.service.db import migrate
 
         migrate(self.engine)
+        log.info("styles on offer: %s", ", ".join(self.catalog.names()) or "none")  # starter set made now
         if self.sketches is not None:
             self.sketches.start()
         self.dispatcher.start()

@@ -104,6 +104,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     task = _load_task(session_factory, job_id)
     if task is None:
         return None
+    if yield_to is not None:     # a render's set-up (weights, faces, targets) is a second of CPU too
+        yield_to()
     stop = threading.Event()
     fenced = {"job_id": job_id, "worker": task.worker}   # every write: only while the job is still ours
     try:
