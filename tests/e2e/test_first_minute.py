@@ -30,6 +30,7 @@ def fresh_shop(tmp_path, monkeypatch):
     from impasto.service.app import create_app
 
     monkeypatch.setenv("IMPASTO_CATALOG_DIR", str(tmp_path / "styles"))
+    monkeypatch.setenv("IMPASTO_CACHE_DIR", str(tmp_path / "cache"))      # a fresh install's: weights too
     get_settings.cache_clear()
     port = free_port()
     settings = Settings(data_dir=tmp_path / "data", public_url=f"http://127.0.0.1:{port}",
