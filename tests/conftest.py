@@ -30,11 +30,21 @@ torch.set_num_threads(int(os.environ.get("IMPASTO_TEST_THREADS", "1")))
 
 @pytest.fixture(scope="session", autouse=True)
 def impasto_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A session-wide weights cache, so no test touches the user's cache dir."""
+    """A session-wide weights cache, so no test touches the user's cache dir.
+
+    The starter styles are off unless a test turns them on (``IMPASTO_STARTER_STYLES``):
+    a test of the artist's catalog asserts which styles it holds, and that must not depend
+    on the styles the project adds by itself (tests/test_starter.py covers those).
+    """
+    from impasto.config import get_settings
+
     path = tmp_path_factory.mktemp("impasto-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMPASTO_CACHE_DIR", str(path))
+        mp.setenv("IMPASTO_STARTER_STYLES", "0")
+        get_settings.cache_clear()
         yield path
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

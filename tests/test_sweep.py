@@ -109,7 +109,7 @@ BAD_RANGES = {
     "nan": ({"tv_weight": "nan,1"}, "--tv-weight nan: Input should be a finite number"),
     "not an int": ({"num_iterations": "10,2.5"}, "--num-iterations 2.5: Input should be a valid integer"),
     "too small": ({"image_size": "16,64"}, "--image-size 16: Input should be greater than or equal to 32"),
-    "unknown choice": ({"init": "image,foo"}, "--init foo: Input should be 'random' or 'image'"),
+    "unknown choice": ({"init": "image,foo"}, "--init foo: Input should be 'random', 'image' or 'quick'"),
     "twice": ({"content_weight": "1,1.0"}, "--content-weight: the value 1 is given twice"),
     "empty list": ({"style_layers": "relu1_1;"}, "--style-layers relu1_1;: an empty value"),
     "not sweepable": ({"save_iter": "1,2"}, "--save-iter: not an option a sweep takes"),

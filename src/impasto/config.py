@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,10 +69,15 @@ class Settings(BaseSettings):
 
     # what the shop renders and sells
     preview_size: int = 384
-    preview_iterations: int = 120
+    preview_iterations: int = 20      # from the sketch, 20 score above the 120 from the photo (docs/benchmarks.md)
+    preview_init: Literal["quick", "image", "random"] = "quick"   # quick: from the feed-forward sketch
+    preview_start_size: int = 256     # the previews' coarsest scale (0: the preview size only)
+    starter_styles: bool = True       # the starter styles (impasto.starter) beside the artist's own
+    sketches: bool = True             # a feed-forward sketch on every card right after the upload
     workers: int = 1                  # embedded render threads
     prints: list[PrintOption] = Field(default_factory=lambda: list(DEFAULT_PRINTS))
     print_dpi: int = 300
+    print_iterations: int = 120       # a print's total over its whole schedule (the preview's scales are skipped)
     currency: str = "EUR"
 
     def resolved_database_url(self) -> str:

@@ -292,3 +292,21 @@ def test_the_local_dispatcher_runs_real_renders_and_hands_back_on_stop(sqlite_se
     print_job = job_row(sqlite_sessions, endless)
     assert (print_job.status, print_job.attempts) == (JobStatus.QUEUED, 0)
     assert len(emails(sqlite_sessions)) == 1
+
+
+def test_previews_start_from_the_sketch_and_prints_keep_their_own_iteration_budget(shop):
+    from impasto.engine.params import RenderParams
+
+    style = shop["catalog"].get("starry")
+    settings = shop["settings"].model_copy(update={"preview_iterations": 20, "print_iterations": 120})
+
+    def task(kind, params=None):
+        return worker._Task(1, kind, "starry", params or {}, None, 1, 1, PHOTO_KEY, None)
+
+    preview = worker._params(task(JobKind.PREVIEW), style, settings, None, {})
+    assert (preview.init, preview.num_iterations, preview.style_weight) == ("quick", 20, 200.0)
+    # a print continues the preview's options, but not its 20 iterations: shared over the print's
+    # whole schedule they would leave its large scales about one iteration each
+    printed = worker._params(task(JobKind.PRINT, {"print_size": "8x10in"}), style, settings, preview, {})
+    assert printed.num_iterations == 120 and printed.seed == preview.seed and printed.print_size == "8x10in"
+    assert isinstance(printed, RenderParams)

@@ -56,13 +56,14 @@ def run_styles(args: argparse.Namespace) -> int:
     elif args.action == "list":
         for style in catalog.all():
             options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in style.preset.items())
-            print(f"{style.name:24} {style.title:24} {options}")
+            print(f"{style.name:24} {style.title:24} {'starter' if style.starter else 'own':8} {options}".rstrip())
         if not catalog.names():
             print(f"no styles yet in {catalog.root}; add one with: impasto styles add NAME IMAGE")
     elif args.action == "show":
         style = catalog.get(args.name)
         print(json.dumps({"name": style.name, "title": style.title, "image": str(style.image_path),
-                          "params": style.preset}, indent=2))
+                          "params": style.preset, "starter": style.starter, "provenance": style.provenance},
+                         indent=2))
     else:
         catalog.remove(args.name)
         print(f"removed {args.name}")

@@ -115,15 +115,20 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
             return resume
         init_image = resume
         log.info("resuming from a %s image at the %d px scale", tuple(resume.shape[-2:]), plan[0].size)
+    elif init_image is None and params.init == "quick":
+        from impasto.engine.quick import quick_start
+
+        init_image = quick_start(content, styles, params, likeness=getattr(guide, "likeness", None))
     extractor = extractor if extractor is not None else extractor_for(params)
     total = sum(scale.iterations for scale in plan)
     done, image, started = 0, init_image, time.perf_counter()
+    work = _Work(plan)
     for index, scale in enumerate(plan):
         stage = params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
                                           "content_weight": content_weight_at(params, scale.size),
                                           # colours are restored once, at the end
                                           "original_colors": params.original_colors and index == len(plan) - 1})
-        image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, len(plan)),
+        image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, work),
                              init_image=image, extractor=extractor, guide=guide, preview=resume)
         done += scale.iterations
         if on_scale is not None:
@@ -147,13 +152,26 @@ def _render_print(content: torch.Tensor, styles: Sequence[torch.Tensor], params:
     return image
 
 
+@dataclass(frozen=True)
+class _Work:
+    """Pixel-work of a schedule: an iteration at a scale costs about its pixel count."""
+
+    plan: list[Scale]
+
+    def done(self, index: int, iteration: int) -> float:
+        before = sum(scale.iterations * scale.size ** 2 for scale in self.plan[:index])
+        total = sum(scale.iterations * scale.size ** 2 for scale in self.plan)
+        return (before + iteration * self.plan[index].size ** 2) / total
+
+
 def _offset(callback: Callback | None, done: int, total: int, started: float, index: int,
-            count: int) -> Callback | None:
+            work: _Work) -> Callback | None:
     """Re-number a stage's progress as part of the whole schedule."""
     if callback is None:
         return None
 
     def report(progress: Progress) -> None:
         callback(Progress(done + progress.iteration, total, progress.losses, time.perf_counter() - started,
-                          progress._pixels, scale_index=index, scale_count=count))
+                          progress._pixels, scale_index=index, scale_count=len(work.plan),
+                          work=work.done(index, min(progress.iteration, work.plan[index].iterations))))
     return report

@@ -43,8 +43,9 @@ class RenderParams(BaseModel):
                              description="total-variation smoothing (0 turns it off)")
     num_iterations: int = Field(400, ge=1, le=100_000,
                                 description="optimiser iterations, in total over all scales")
-    init: Literal["random", "image"] = Field(
-        "image", description="start from noise or from the photo (--init-image overrides)")
+    init: Literal["random", "image", "quick"] = Field(
+        "image", description="start from noise, from the photo, or from the photo painted by the "
+                             "feed-forward network in the style (quick: one style; --init-image overrides)")
     init_image: Path | None = Field(None, description="start from this image instead")
     optimizer: Literal["lbfgs", "adam"] = Field("lbfgs", description="L-BFGS or Adam")
     learning_rate: float = Field(10.0, gt=0, allow_inf_nan=False,

@@ -44,6 +44,12 @@ class Progress:
     _pixels: torch.Tensor = field(repr=False)
     scale_index: int = 0      # which scale of a coarse-to-fine schedule (0 = coarsest)
     scale_count: int = 1
+    work: float | None = None  # share of the whole render's pixel-work done (None: iteration / total)
+
+    @property
+    def fraction(self) -> float:
+        """How far the render is, by pixel-work: a coarse scale's iterations cost less."""
+        return self.work if self.work is not None else self.iteration / max(self.total, 1)
 
     def image(self) -> torch.Tensor:
         """The current image as a 0..1 RGB tensor on the CPU (computed on request)."""

@@ -4,7 +4,8 @@ One process is the whole shop in embedded mode (``impasto serve``): FastAPI unde
 SQLite, local files and render threads (``LocalDispatcher``). Each part can be swapped
 through ``Settings`` (PostgreSQL, S3, SMTP, a broker) or, in tests, passed in directly.
 
-Start-up (the lifespan, in order): migrate the database; start the dispatcher (embedded:
+Start-up (the lifespan, in order): migrate the database; list the styles (the starter set
+is made here on first use, not in a customer's request); start the dispatcher (embedded:
 it first requeues jobs a crash left ``running``); start the outbox sender, a thread that
 delivers queued mails — mail is never sent inside a request, and with no SMTP server
 configured the rows stay pending (logged once), to go out when one is. Shutdown reverses
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from impasto.service.mail import Mailer
     from impasto.service.payments import PaymentProvider
     from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer
+    from impasto.service.sketches import SketchPainter
     from impasto.service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Shop:
     admin_sessions: AdminSessions
     templates: Any = None
     outbox: OutboxSender | None = None
+    sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
     outbox_seconds: float = OUTBOX_POLL_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
@@ -84,6 +87,9 @@ class Shop:
         from impasto.service.db import migrate
 
         migrate(self.engine)
+        log.info("styles on offer: %s", ", ".join(self.catalog.names()) or "none")  # starter set made now
+        if self.sketches is not None:
+            self.sketches.start()
         self.dispatcher.start()
         self.outbox = OutboxSender(self.sessions, self.mailer, interval_seconds=self.outbox_seconds)
         self.outbox.start()
@@ -92,6 +98,8 @@ class Shop:
     def stop(self) -> None:
         if self.outbox is not None:
             self.outbox.stop()
+        if self.sketches is not None:
+            self.sketches.stop()
         if self.started:
             self.dispatcher.stop(timeout_seconds=STOP_SECONDS)
             self.started = False
@@ -169,6 +177,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.service.db import make_engine, session_factory
     from impasto.service.payments import default_providers
     from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
+    from impasto.service.sketches import SketchPainter
     from impasto.service.storage import storage_from_url
 
     settings = settings or get_settings()
@@ -179,21 +188,25 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     storage = storage or storage_from_url(settings.resolved_storage_url(), secret=secret,
                                           base_url=settings.public_url,
                                           endpoint_url=settings.s3_endpoint_url or None)
-    catalog = catalog or Catalog()
+    catalog = catalog or Catalog(starter=settings.starter_styles)
     if mailer is None and settings.smtp_url:
         from impasto.service.mail import Mailer
 
         # The outbox retries with its own backoff: one quick retry here is enough.
         mailer = Mailer(settings.smtp_url, sender=settings.mail_from, attempts=2, backoff_seconds=1.0)
-    dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog)
+    sketches = (SketchPainter(sessions=sessions, storage=storage, catalog=catalog, size=settings.preview_size)
+                if settings.sketches else None)
+    dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     limit = settings.rate_limit_per_hour
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
-                login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine)
+                login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
+                sketches=sketches)
 
 
-def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:
+def _default_dispatcher(settings: Settings, sessions, storage, catalog,
+                        sketches: SketchPainter | None = None) -> Dispatcher:
     """Embedded render threads; with ``Settings.broker_url``, the farm's dispatcher."""
     from impasto.service import worker
     from impasto.service.dispatch import LocalDispatcher
@@ -205,7 +218,8 @@ def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispa
                                snapshot_seconds=SNAPSHOT_SECONDS)
     stopping = threading.Event()
     run = functools.partial(worker.run_job, session_factory=sessions, storage=storage, catalog=catalog,
-                            settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS)
+                            settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS,
+                            yield_to=sketches.yield_to if sketches is not None else None)
     return LocalDispatcher(session_factory=sessions, run_job=run, threads=settings.workers, stopping=stopping)
 
 

@@ -168,6 +168,7 @@ class Job(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
     result_key: Mapped[str | None] = mapped_column(String(512))
     state_key: Mapped[str | None] = mapped_column(String(512))     # resumable state, for the print
+    sketch_key: Mapped[str | None] = mapped_column(String(512))    # a preview's feed-forward sketch
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]

@@ -89,7 +89,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
             lease_seconds: float = jobs.LEASE_SECONDS,
             interrupt: threading.Event | None = None,
             snapshot_seconds: float | None = None,
-            machine: dict[str, Any] | None = None) -> JobStatus | None:
+            machine: dict[str, Any] | None = None,
+            yield_to: Callable[[], None] | None = None) -> JobStatus | None:
     """Run the claimed job ``job_id`` to its end; returns its new status (None: not ours to run).
 
     ``interrupt`` (the dispatcher's ``stopping`` event) hands the job back to the queue.
@@ -97,16 +98,21 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     at most this often, for the shop's live tiles (None: never).
     ``machine``: options of the machine that renders (a farm worker's ``device`` and
     ``memory_budget``), over the preset's, the preview's and the job's own.
+    ``yield_to``: called between iterations; it may block a moment (the embedded shop's
+    sketches take the CPU first: an upload's cards get their looks before more is painted).
     """
     task = _load_task(session_factory, job_id)
     if task is None:
         return None
+    if yield_to is not None:     # a render's set-up (weights, faces, targets) is a second of CPU too
+        yield_to()
     stop = threading.Event()
     fenced = {"job_id": job_id, "worker": task.worker}   # every write: only while the job is still ours
     try:
         with _LeaseKeeper(sessions=session_factory, **fenced, lease_seconds=lease_seconds, stop=stop):
             report = _progress_reporter(sessions=session_factory, **fenced, seconds=progress_seconds,
-                                        lease_seconds=lease_seconds, stop=stop, interrupt=interrupt)
+                                        lease_seconds=lease_seconds, stop=stop, interrupt=interrupt,
+                                        yield_to=yield_to)
             if snapshot_seconds and task.kind is JobKind.PREVIEW:
                 report = _with_snapshots(report, storage, job_id, snapshot_seconds)
             result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report,
@@ -199,10 +205,13 @@ def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams 
 
     if task.kind is JobKind.PREVIEW:
         base = {**style.preset, "image_size": settings.preview_size,
-                "num_iterations": settings.preview_iterations}
+                "num_iterations": settings.preview_iterations, "init": settings.preview_init,
+                "start_size": settings.preview_start_size}
     else:
         base = parent.model_dump() if parent is not None else dict(style.preset)
-        base["dpi"] = settings.print_dpi
+        # its own iteration budget: the preview's few (from the sketch) are shared over the
+        # print's schedule too, and would leave its large scales one iteration each
+        base.update(dpi=settings.print_dpi, num_iterations=settings.print_iterations)
     return RenderParams.build(**{**base, **task.params, **machine})
 
 
@@ -250,11 +259,14 @@ def _put_state(state: RenderState, storage, task: _Task, path: Path) -> None:
 
 def _progress_reporter(*, sessions: sessionmaker[Session], job_id: int, worker: str | None, seconds: float,
                        lease_seconds: float, stop: threading.Event,
-                       interrupt: threading.Event | None) -> Callable[[Progress], None]:
+                       interrupt: threading.Event | None,
+                       yield_to: Callable[[], None] | None = None) -> Callable[[Progress], None]:
     """The render callback: throttled progress rows; raises to stop the render when asked."""
     throttle = jobs.Throttle(seconds)
 
     def report(progress: Progress) -> None:
+        if yield_to is not None:
+            yield_to()
         if interrupt is not None and interrupt.is_set():
             raise _Interrupted()
         if stop.is_set():
@@ -262,7 +274,7 @@ def _progress_reporter(*, sessions: sessionmaker[Session], job_id: int, worker: 
         if throttle.due(force=progress.iteration >= progress.total):
             with sessions() as session:
                 if jobs.report_progress(session=session, job_id=job_id, worker=worker,
-                                        progress=progress.iteration / max(progress.total, 1),
+                                        progress=progress.fraction,
                                         iteration=progress.iteration, total=progress.total,
                                         lease_seconds=lease_seconds):
                     raise RenderCancelled(f"job {job_id} cancelled")

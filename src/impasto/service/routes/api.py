@@ -129,7 +129,8 @@ def get_order(public_id: str, number: str, request: Request, session: DB):
 def list_styles(request: Request):
     """The styles every portrait is previewed in, with their render presets."""
     shop = shop_of(request)
-    return [{"name": style.name, "title": style.title, "image_url": f"/styles/{style.name}/image",
+    return [{"name": style.name, "title": style.title, "provenance": style.provenance,
+             "image_url": f"/styles/{style.name}/image",
              "preset": preset_options(style.preset)} for style in shop.catalog.all()]
 
 

@@ -27,8 +27,8 @@ def _prints(shop) -> list[dict]:
 
 
 def _styles(shop) -> list[dict]:
-    return [{"name": name, "title": title, "image_url": f"/styles/{name}/image"}
-            for name, title in flows.style_titles(shop).items()]
+    return [{"name": name, "title": title, "provenance": provenance, "image_url": f"/styles/{name}/image"}
+            for name, (title, provenance) in flows.style_cards(shop).items()]
 
 
 @router.get("/")

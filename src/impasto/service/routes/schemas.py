@@ -60,8 +60,11 @@ class PreviewOut(BaseModel):
     progress: float = Field(ge=0, le=1)
     iteration: int
     total: int
-    image_url: str | None = Field(description="the finished preview, or while it paints its latest snapshot "
-                                              "(a redirect to a short-lived signed URL)")
+    image_url: str | None = Field(description="the finished preview, or while it paints its latest snapshot, "
+                                              "or before that its feed-forward sketch (a redirect to a "
+                                              "short-lived signed URL)")
+    sketch: bool = Field(False, description="image_url is the feed-forward sketch, not yet the painted preview")
+    eta_seconds: int | None = Field(None, description="seconds left while it paints, at its pace so far")
     order_url: str | None = Field(description="the page to order a print of this preview, once it is done")
 
 
@@ -117,6 +120,7 @@ class OrderOut(OrderSummary):
 class StyleOut(BaseModel):
     name: str
     title: str
+    provenance: str = Field("", description="where the painting comes from, one line")
     image_url: str
     preset: RenderOptions  # type: ignore[valid-type]
 

@@ -145,14 +145,19 @@ def create_portrait(shop: Shop, *, email: str, photo: CleanPhoto) -> str:
             portrait = Portrait(email=email, photo_key=key, consent=True)
             session.add(portrait)
             session.flush()
-            for style in shop.catalog.names():
-                jobs.enqueue(session=session, portrait_id=portrait.id, kind=JobKind.PREVIEW, style=style,
-                             max_attempts=shop.settings.max_attempts)
+            previews = [jobs.enqueue(session=session, portrait_id=portrait.id, kind=JobKind.PREVIEW,
+                                     style=style, max_attempts=shop.settings.max_attempts)
+                        for style in shop.catalog.names()]
             session.commit()
             public_id = portrait.public_id
+            cards = tuple((job.id, job.style) for job in previews)
     except BaseException:
         shop.storage.delete(key)
         raise
+    if shop.sketches is not None:
+        from impasto.service.sketches import SketchRequest
+
+        shop.sketches.submit(SketchRequest(photo=photo.data, jobs=cards))
     shop.dispatcher.notify()
     log.info("portrait %s… uploaded (%dx%d)", public_id[:6], photo.width, photo.height)
     return public_id
@@ -164,14 +169,20 @@ def portrait_url(public_id: str) -> str:
     return f"/portraits/{public_id}"
 
 
-def style_titles(shop: Shop) -> dict[str, str]:
-    titles = {}
+def style_cards(shop: Shop) -> dict[str, tuple[str, str]]:
+    """Each style's (title, provenance line)."""
+    cards = {}
     for name in shop.catalog.names():
         try:
-            titles[name] = shop.catalog.get(name).title
+            style = shop.catalog.get(name)
+            cards[name] = (style.title, style.provenance)
         except ImpastoError:          # a style being replaced or broken: show its name
-            titles[name] = name
-    return titles
+            cards[name] = (name, "")
+    return cards
+
+
+def style_titles(shop: Shop) -> dict[str, str]:
+    return {name: title for name, (title, _) in style_cards(shop).items()}
 
 
 def portrait_view(shop: Shop, session: Session, portrait: Portrait) -> dict[str, Any]:
@@ -202,15 +213,28 @@ def _settled(order: Order, print_job: Job | None) -> bool:
 
 
 def _preview(base: str, job: Job, titles: dict[str, str]) -> dict[str, Any]:
-    image = None
+    image, sketch = None, False
     if job.status is JobStatus.DONE and job.result_key:
         image = f"{base}/jobs/{job.id}/image?v=done{job.attempts}"
     elif job.status is JobStatus.RUNNING and job.iteration > 0:
         image = f"{base}/jobs/{job.id}/image?v={job.attempts}-{job.iteration}"
+    elif job.sketch_key and job.status in ACTIVE:
+        image, sketch = f"{base}/jobs/{job.id}/image?v=sketch", True
     return {"id": job.id, "style": job.style, "title": titles.get(job.style, job.style),
             "status": job.status.value, "progress": round(job.progress, 4), "iteration": job.iteration,
-            "total": job.total, "image_url": image,
+            "total": job.total, "image_url": image, "sketch": sketch, "eta_seconds": _eta_seconds(job),
             "order_url": f"{base}/order?preview={job.id}" if job.status is JobStatus.DONE else None}
+
+
+ETA_MIN_PROGRESS = 0.05    # below this the rate so far says too little to promise a time
+
+
+def _eta_seconds(job: Job) -> int | None:
+    """Seconds left at the job's own pace so far (progress counts pixel-work, not iterations)."""
+    if job.status is not JobStatus.RUNNING or job.started_at is None or job.progress < ETA_MIN_PROGRESS:
+        return None
+    elapsed = (utcnow() - job.started_at).total_seconds()
+    return max(1, round(elapsed * (1 - job.progress) / job.progress))
 
 
 def order_summary(order: Order, print_job: Job | None) -> dict[str, Any]:
@@ -342,6 +366,8 @@ def image_url(shop: Shop, session: Session, portrait: Portrait, job_id: int) -> 
     key = job.result_key if job.status is JobStatus.DONE else None
     if key is None and job.status is JobStatus.RUNNING and shop.storage.exists(worker.snapshot_key(job.id)):
         key = worker.snapshot_key(job.id)
+    if key is None and job.status in ACTIVE and job.sketch_key:    # the feed-forward look, until then
+        key = job.sketch_key
     if key is None:
         raise NotFound("This picture is not painted yet.")
     return shop.storage.signed_url(key, expires_seconds=shop.settings.signed_url_seconds)

@@ -7,7 +7,11 @@
   var STEPS = ["ordered", "rendering", "ready", "printed", "shipped"];
 
   function label(p) {
-    return p.status === "running" ? "Painting · " + Math.round(p.progress * 100) + "%" : LABELS[p.status] || p.status;
+    if (p.status === "running") {
+      return "Painting · " + Math.round(p.progress * 100) + "%" + (p.eta_seconds ? " · about " + p.eta_seconds + " s left" : "");
+    }
+    if (p.status === "queued" && p.sketch) return "Sketch · waiting for an easel";
+    return LABELS[p.status] || p.status;
   }
 
   function swapImage(img, url) {
@@ -22,6 +26,8 @@
     tile.querySelector("[data-progress]").value = p.progress;
     tile.querySelector("[data-status]").textContent = label(p);
     swapImage(tile.querySelector("[data-image]"), p.image_url);
+    var badge = tile.querySelector("[data-sketch]");
+    if (badge) badge.hidden = !p.sketch;
     var order = tile.querySelector("[data-order]");
     if (p.order_url) { order.href = p.order_url; order.hidden = false; }
   }
