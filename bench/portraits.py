@@ -111,7 +111,8 @@ def judge(folder: Path, args: argparse.Namespace) -> list[dict]:
             path = folder / f"{Path(portrait).stem}-{Path(style).stem}.png"
             rows.append({"portrait": portrait, "style": style, "identity": float(match["identity"]),
                          "dlib_found": match["nf"] is None, "haar_found": haar_found(path),
-                         **{k: float(match[k]) for k in ("face_style", "style", "content")}})
+                         "face_style": float(match["face_style"]), "style_score": float(match["style"]),
+                         "content_score": float(match["content"])})
         cache.write_text(json.dumps(rows, indent=1))
     order = {(p, s): i for i, (p, s) in enumerate((p, s) for p in args.portraits for s in args.styles)}
     return sorted((r for r in rows if (r["portrait"], r["style"]) in order), key=lambda r: order[r["portrait"], r["style"]])
@@ -130,7 +131,7 @@ def report(args: argparse.Namespace) -> str:
             r = tables[name][k] if k < len(tables[name]) else None
             cells.append("—" if r is None else
                          f"{r['identity']:.3f}{'' if r['dlib_found'] else ' (nf)'} / {r['face_style']:.3f} / "
-                         f"{r['style']:.3f} / {r['content']:.3f}")
+                         f"{r['style_score']:.3f} / {r['content_score']:.3f}")
         lines.append(f"| {Path(row['portrait']).stem} | {Path(row['style']).stem} | " + " | ".join(cells) + " |")
     lines.append("")
     for name in names:
@@ -141,8 +142,8 @@ def report(args: argparse.Namespace) -> str:
         fs = [r["face_style"] for r in rows]
         lines.append(f"- **{name}** ({len(rows)} renders): identity mean {np.mean(ident):.3f}, max {max(ident):.3f} "
                      f"(≤ 0.45: {sum(i <= 0.45 for i in ident)}/{len(rows)}); face_style mean {np.mean(fs):.3f}, "
-                     f"min {min(fs):.3f}; style {np.mean([r['style'] for r in rows]):.3f}; content "
-                     f"{np.mean([r['content'] for r in rows]):.3f}; found dlib "
+                     f"min {min(fs):.3f}; style {np.mean([r['style_score'] for r in rows]):.3f}; content "
+                     f"{np.mean([r['content_score'] for r in rows]):.3f}; found dlib "
                      f"{sum(r['dlib_found'] for r in rows)}/{len(rows)}, Haar {sum(r['haar_found'] for r in rows)}/{len(rows)}")
     return "\n".join(lines)
 
