@@ -275,3 +275,16 @@ def test_large_load_and_save_make_no_full_size_float_copies(tmp_path):
     # conversion made two more float copies (≥ 2.0)
     assert load_extra < 0.7, load_extra
     assert save_extra < 0.7, save_extra
+
+
+def test_the_same_image_saved_twice_is_the_same_file(tmp_path):
+    """The sRGB profile's creation date is fixed: littleCMS stamps the current second, so a
+    retried job used to store a file with other bytes (tests/service/test_worker.py)."""
+    import time
+
+    image = torch.rand(1, 3, 16, 16)
+    imaging.save(image, tmp_path / "a.png")
+    time.sleep(1.1)                      # into the next second: a new profile, stamped anew
+    imaging.srgb_profile.cache_clear()
+    imaging.save(image, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

@@ -8,9 +8,11 @@ images that are truncated, tiny, or larger than a pixel cap (decompression bombs
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -174,7 +176,7 @@ def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None
     fmt = SAVE_FORMATS[path.suffix.lower()]
     if bit_depth not in (8, 16) or (bit_depth == 16 and (fmt != "TIFF" or isinstance(image, Image.Image))):
         raise OutputError(f"{path}: 16-bit output is written as .tif/.tiff only (bit depth 8 or 16)")
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    srgb = srgb_profile()
     try:
         with atomic_path(path) as tmp:
             if bit_depth == 16:
@@ -184,6 +186,19 @@ def save(image: torch.Tensor | Image.Image, path: Path | str, *, dpi: int | None
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc})") from None
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_profile() -> bytes:
+    """The sRGB ICC profile written into every output, with a fixed creation date.
+
+    littleCMS stamps the current time into the header (bytes 24–35), so the same image
+    saved a second later had other bytes: a retried job stored a different file. The date
+    is not in the profile's MD5 ID, which littleCMS leaves zero, so fixing it is safe.
+    """
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[24:36] = struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+    return bytes(profile)
 
 
 def _write_8bit(image: torch.Tensor | Image.Image, target: str, fmt: str, icc: bytes, dpi: int | None) -> None:

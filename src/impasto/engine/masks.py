@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FACE_BOOST = 4.0           # content weight × (1 + 4·strength) over the face's skin
 FEATURE_BOOST = 60.0       # … and × (1 + 60·strength) on the features' lines
 EYE_BOOST = 1.0            # Haar fallback: eyes weigh double, as the features do
+FACE_STYLE_WIDTH = 120.0   # faces narrower than this (px, at the scale) get less of the face term
 FACE_STYLE = 0.3           # the face's own Gram term, × the whole image's (× style share)
 DETAIL_BOOST = 40.0        # the detail layer's content weight on the features' lines (× strength)
 CONTENT_STRIDE = 8         # relu4_2's, the default content layer's
@@ -264,10 +265,13 @@ class Guide:
 
     def style_region_weights(self) -> list[float] | None:
         """One weight per mask of ``style_masks`` (None: all 1): the face's Gram term weighs
-        FACE_STYLE × the style share."""
+        FACE_STYLE × the style share, less for a face narrower than FACE_STYLE_WIDTH px (× the
+        square of its width's share): the painting's strokes keep their size, and on a small
+        face one stroke covers an eye (a 384 px preview of a full-length portrait)."""
         if not self._face_gram():
             return None
-        return [1.0] * self.region_count() + [FACE_STYLE * self.style_share()]
+        small = 1.0 if self.face_width <= 0 else min(1.0, self.face_width / FACE_STYLE_WIDTH) ** 2
+        return [1.0] * self.region_count() + [FACE_STYLE * self.style_share() * small]
 
 
 def at_size(mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
