@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def docs_server(tmp_path):
     import uvicorn
 
-    from impasto.service.app import create_app
+    from impasto.service.shop.app import create_app
 
     settings = test_app_common.make_settings(tmp_path)
     app = create_app(settings, catalog=test_app_common.make_catalog(tmp_path),

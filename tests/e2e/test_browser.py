@@ -40,7 +40,7 @@ def shop_server(tmp_path, shared_images, smtp_box):
     """The app under uvicorn on a free port; yields (base URL, MailBox)."""
     import uvicorn
 
-    from impasto.service.app import create_app, shop_of
+    from impasto.service.shop.app import create_app, shop_of
 
     catalog = Catalog(tmp_path / "styles")
     for name, (filename, title) in STYLES.items():

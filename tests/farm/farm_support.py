@@ -30,10 +30,10 @@ from PIL import Image
 from sqlalchemy import make_url, select, text
 
 from impasto.catalog import Catalog
-from impasto.service import jobs
-from impasto.service.db import make_engine, migrate, session_factory
-from impasto.service.farm import CeleryDispatcher
-from impasto.service.models import Email, Job, JobKind, Portrait, Worker
+from impasto.service.core import jobs
+from impasto.service.core.db import make_engine, migrate, session_factory
+from impasto.service.farm.dispatcher import CeleryDispatcher
+from impasto.service.core.models import Email, Job, JobKind, Portrait, Worker
 
 HERE = Path(__file__).resolve().parent
 IMPASTO = str(Path(sys.executable).with_name("impasto"))

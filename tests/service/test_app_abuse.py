@@ -16,7 +16,7 @@ import test_app_common  # the shared app fixtures (see its docstring)
 from PIL import Image
 from test_app_common import MAX_UPLOAD_BYTES, csrf_token, nothing_stored, photo_bytes, stored_files, upload
 
-from impasto.service.models import Portrait
+from impasto.service.core.models import Portrait
 
 web = test_app_common.web
 

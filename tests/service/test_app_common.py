@@ -22,8 +22,9 @@ from sqlalchemy import func, make_url, select, text
 
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
-from impasto.service import jobs, worker
-from impasto.service.models import Job, JobKind, Order, OrderStatus, Portrait
+from impasto.service.core import jobs
+from impasto.service.core import render_job as worker
+from impasto.service.core.models import Job, JobKind, Order, OrderStatus, Portrait
 
 WAIT_SECONDS = 120      # a ceiling for renders that take seconds; never a timing claim
 SECRET = "test-secret-key-0123456789abcdef"
@@ -184,7 +185,7 @@ def smtp_box():
 @contextlib.contextmanager
 def postgres_schema(base_url: str):
     """A fresh schema on the test server (dropped afterwards); yields its SQLAlchemy URL."""
-    from impasto.service.db import make_engine
+    from impasto.service.core.db import make_engine
 
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin = make_engine(base_url)
@@ -211,7 +212,7 @@ def web(tmp_path):
     """(TestClient, Shop) of an app whose jobs wait for ``finish_jobs`` (no renders)."""
     from fastapi.testclient import TestClient
 
-    from impasto.service.app import create_app, shop_of
+    from impasto.service.shop.app import create_app, shop_of
 
     settings = make_settings(tmp_path, admin_password=ADMIN_PASSWORD, max_upload_bytes=MAX_UPLOAD_BYTES,
                              max_upload_pixels=MAX_UPLOAD_PIXELS)

@@ -30,9 +30,9 @@ from test_app_common import (
     wait_for,
 )
 
-from impasto.service.app import create_app, shop_of
-from impasto.service.models import Email, EmailStatus, Order, OrderStatus
-from impasto.service.storage import S3Storage
+from impasto.service.shop.app import create_app, shop_of
+from impasto.service.core.models import Email, EmailStatus, Order, OrderStatus
+from impasto.service.core.storage import S3Storage
 
 BACKENDS = ["sqlite-local", "postgresql-local", "sqlite-s3"]
 

@@ -9,8 +9,9 @@ import test_app_common  # the shared app fixtures (see its docstring)
 from fastapi.testclient import TestClient
 from test_app_common import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
 
-from impasto.service import jobs, security
-from impasto.service.models import JobKind, OrderStatus
+from impasto.service.core import jobs
+from impasto.service.shop import security
+from impasto.service.core.models import JobKind, OrderStatus
 
 ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options")
@@ -131,7 +132,7 @@ def test_a_cancelled_orders_print_is_not_reachable_as_a_picture(web):
 def _order_id(shop) -> int:
     from sqlalchemy import select
 
-    from impasto.service.models import Order
+    from impasto.service.core.models import Order
 
     with shop.sessions() as session:
         return session.scalars(select(Order.id)).one()
@@ -215,7 +216,7 @@ def test_a_strangers_csrf_pair_planted_into_the_admins_browser_fails(web):
 
 
 def test_cookies_carry_the_host_prefix_on_https(tmp_path):
-    from impasto.service.app import create_app
+    from impasto.service.shop.app import create_app
 
     settings = test_app_common.make_settings(tmp_path, public_url="https://shop.example",
                                              admin_password=ADMIN_PASSWORD)
@@ -238,8 +239,8 @@ def test_the_database_and_stored_photos_are_0600(tmp_path, monkeypatch):
     import os
     import stat
 
-    from impasto.service.db import make_engine, migrate
-    from impasto.service.storage import LocalStorage
+    from impasto.service.core.db import make_engine, migrate
+    from impasto.service.core.storage import LocalStorage
 
     previous = os.umask(0o022)             # the usual umask: new files 0644
     try:

@@ -24,9 +24,9 @@ from test_app_common import (
     wait_for,
 )
 
-from impasto.service import jobs
-from impasto.service.app import create_app, shop_of
-from impasto.service.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
+from impasto.service.core import jobs
+from impasto.service.shop.app import create_app, shop_of
+from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
 
 web, smtp_box = test_app_common.web, test_app_common.smtp_box
 ADMIN = ("admin", ADMIN_PASSWORD)
@@ -223,7 +223,7 @@ def test_the_stream_stays_open_between_a_print_finishing_and_its_order_becoming_
 def test_the_admin_shows_each_worker_and_a_vanished_one_as_gone(web):
     from datetime import timedelta
 
-    from impasto.service.models import utcnow
+    from impasto.service.core.models import utcnow
 
     client, shop = web
     with shop.sessions() as session:

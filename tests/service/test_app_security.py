@@ -20,9 +20,9 @@ from test_app_common import (
     upload,
 )
 
-from impasto.service import security
-from impasto.service.models import Job, JobKind, JobStatus, Order, utcnow
-from impasto.service.security import RateLimiter
+from impasto.service.shop import security
+from impasto.service.core.models import Job, JobKind, JobStatus, Order, utcnow
+from impasto.service.shop.security import RateLimiter
 
 ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
 

@@ -69,8 +69,8 @@ def served(tmp_path):
     import uvicorn
     from test_app_common import NullDispatcher, make_catalog, make_settings
 
-    from impasto.service.app import create_app
-    from impasto.service.server import uvicorn_config
+    from impasto.service.shop.app import create_app
+    from impasto.service.shop.server import uvicorn_config
 
     settings = make_settings(tmp_path, header_timeout_seconds=0.5, body_timeout_seconds=0.5)
     app = create_app(settings, catalog=make_catalog(tmp_path), dispatcher=NullDispatcher())

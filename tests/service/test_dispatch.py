@@ -11,9 +11,9 @@ import test_models  # the shared database fixtures (see its docstring)
 from sqlalchemy import func, select
 from test_models import add_portrait
 
-from impasto.service import jobs
-from impasto.service.dispatch import Dispatcher, LocalDispatcher
-from impasto.service.models import Job, JobKind, JobStatus
+from impasto.service.core import jobs
+from impasto.service.core.dispatch import Dispatcher, LocalDispatcher
+from impasto.service.core.models import Job, JobKind, JobStatus
 
 WAIT_SECONDS = 30   # a generous ceiling for work that takes well under a second; never a timing claim
 

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_app_common import ADMIN_PASSWORD, CSRF, count_rows, photo_bytes, stored_files
 
-from impasto.service import security, uploads
-from impasto.service.mail import InvalidEmail, validate_email
-from impasto.service.untrusted import MAX_ID, parse_int
+from impasto.service.shop import security, uploads
+from impasto.service.shop.mail import InvalidEmail, validate_email
+from impasto.service.core.untrusted import MAX_ID, parse_int
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -195,8 +195,8 @@ def shop_client(tmp_path_factory):
     """One app for all the examples of a test (hypothesis reruns the body, not the fixture)."""
     from fastapi.testclient import TestClient
 
-    from impasto.service.app import create_app, shop_of
-    from impasto.service.security import RateLimiter
+    from impasto.service.shop.app import create_app, shop_of
+    from impasto.service.shop.security import RateLimiter
 
     folder = tmp_path_factory.mktemp("fuzz-shop")
     settings = test_app_common.make_settings(folder, admin_password=ADMIN_PASSWORD, max_upload_bytes=300_000,

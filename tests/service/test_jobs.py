@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from test_models import add_order, add_portrait
 
 from impasto.errors import ParamError
-from impasto.service import jobs
-from impasto.service.models import Email, EmailStatus, Job, JobKind, JobStatus, OrderStatus, Worker, utcnow
+from impasto.service.core import jobs
+from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, OrderStatus, Worker, utcnow
 
 database_url, engine, sessions = test_models.database_url, test_models.engine, test_models.sessions
 

@@ -16,7 +16,7 @@ import ssl
 import pytest
 
 from impasto.errors import ImpastoError, ParamError
-from impasto.service.mail import InvalidEmail, Mailer, MailError, validate_email
+from impasto.service.shop.mail import InvalidEmail, Mailer, MailError, validate_email
 
 SENDER = "impasto <portraits@impasto.example>"
 PORTRAIT_URL = "https://shop.example/portraits/0f3c?token=a&b=1"

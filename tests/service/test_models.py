@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import inspect, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
-from impasto.service.db import make_engine, migrate, normalize_url, session_factory
-from impasto.service.models import (
+from impasto.service.core.db import make_engine, migrate, normalize_url, session_factory
+from impasto.service.core.models import (
     Base,
     Email,
     Job,
@@ -102,7 +102,7 @@ def test_migrate_is_idempotent_and_creates_every_table(database_url, engine):
 def test_migrations_downgrade_to_nothing_and_back(database_url, engine):
     from alembic import command
 
-    from impasto.service.db import alembic_config
+    from impasto.service.core.db import alembic_config
 
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), "base")
@@ -112,7 +112,7 @@ def test_migrations_downgrade_to_nothing_and_back(database_url, engine):
 
 
 def test_migrations_are_packaged_beside_the_code():
-    from impasto.service.db import MIGRATIONS_DIR
+    from impasto.service.core.db import MIGRATIONS_DIR
 
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()

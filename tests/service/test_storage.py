@@ -16,7 +16,7 @@ import uuid
 import httpx
 import pytest
 
-from impasto.service.storage import (
+from impasto.service.core.storage import (
     KeyNotFound,
     LocalStorage,
     S3Storage,

@@ -11,7 +11,7 @@ import zlib
 import pytest
 from PIL import Image, ImageCms
 
-from impasto.service.uploads import (
+from impasto.service.shop.uploads import (
     CleanPhoto,
     CorruptImage,
     SuspiciousImage,
@@ -430,7 +430,7 @@ TINY_JPEG = b"\xff\xd8" + b"\xff\xc0\x00\x0b\x08\x00\x01\x00\x01\x01\x01\x11\x00
 
 
 def walk_and_check(data) -> None:
-    from impasto.service import uploads
+    from impasto.service.shop import uploads
 
     fmt = uploads.sniff_format(data[:16])
     uploads._check_structure(data, fmt, uploads._walk(data, fmt))

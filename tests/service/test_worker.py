@@ -19,10 +19,11 @@ from test_models import add_order, add_portrait
 
 from impasto.catalog import Catalog
 from impasto.config import Settings
-from impasto.service import jobs, worker
-from impasto.service.db import make_engine, migrate, session_factory
-from impasto.service.models import Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait
-from impasto.service.storage import LocalStorage
+from impasto.service.core import jobs
+from impasto.service.core import render_job as worker
+from impasto.service.core.db import make_engine, migrate, session_factory
+from impasto.service.core.models import Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait
+from impasto.service.core.storage import LocalStorage
 from impasto.state import load_state
 
 PHOTO_KEY = "portraits/p1/photo.png"
@@ -269,7 +270,7 @@ def test_a_job_that_is_not_running_is_left_alone(sqlite_sessions, shop):
 def test_the_local_dispatcher_runs_real_renders_and_hands_back_on_stop(sqlite_sessions, shop):
     import functools
 
-    from impasto.service.dispatch import LocalDispatcher
+    from impasto.service.core.dispatch import LocalDispatcher
 
     portrait_id = new_portrait(sqlite_sessions)
     quick = queue(sqlite_sessions, portrait_id)

@@ -16,8 +16,8 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from impasto.service.routes import shop as flows
-from impasto.service.routes.schemas import (
+from impasto.service.shop import flows
+from impasto.service.shop.routes.schemas import (
     OrderIn,
     OrderOut,
     PortraitOut,
@@ -26,7 +26,7 @@ from impasto.service.routes.schemas import (
     StyleOut,
     preset_options,
 )
-from impasto.service.routes.web import DB, client_ip, shop_of
+from impasto.service.shop.routes.web import DB, client_ip, shop_of
 
 router = APIRouter(prefix="/api/v1")
 
@@ -45,7 +45,7 @@ async def upload_portrait(request: Request, photo: Annotated[UploadFile, File(de
                           email: Annotated[str, Form(max_length=320)],
                           consent: Annotated[bool, Form(description="may we paint and keep the photo")] = False):
     """Upload a photo: one preview per catalog style starts painting at once."""
-    from impasto.service.uploads import aread_capped
+    from impasto.service.shop.uploads import aread_capped
 
     shop = shop_of(request)
     flows.check_upload_limits(shop, ip=client_ip(request))

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from impasto.errors import ImpastoError
-from impasto.service.untrusted import MAX_TIMESTAMP, parse_int
+from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ start (or when its lease expires).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -22,13 +23,17 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from impasto.service import jobs
-from impasto.service.models import Job, JobKind, Worker, utcnow
+from impasto.service.core import jobs
+from impasto.service.core.models import Job, JobKind, Worker, utcnow
+
+if TYPE_CHECKING:
+    from impasto.catalog import Catalog
+    from impasto.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +228,21 @@ class LocalDispatcher:
         except Exception:
             log.exception("render thread: %s failed", step.__name__)
             return None
+
+
+def local_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session], storage, catalog: Catalog,
+                     snapshot_seconds: float | None = None, **options) -> LocalDispatcher:
+    """Embedded mode's dispatcher: ``settings.workers`` threads running ``render_job.run_job``.
+
+    The one place the local dispatcher is wired (the shop's default, and the farm's
+    ``make_dispatcher`` without a broker). ``snapshot_seconds`` is for the live tiles;
+    ``options`` go to ``LocalDispatcher``.
+    """
+    from impasto.service.core import render_job
+
+    stopping = threading.Event()
+    run = functools.partial(render_job.run_job, session_factory=session_factory, storage=storage,
+                            catalog=catalog, settings=settings, interrupt=stopping,
+                            snapshot_seconds=snapshot_seconds)
+    return LocalDispatcher(session_factory=session_factory, run_job=run, threads=settings.workers,
+                           stopping=stopping, **options)

@@ -18,7 +18,6 @@ The table stays the truth, so a lost message never loses a job. The sweeper
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -27,15 +26,21 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import func, select
 
-from impasto.service import jobs
-from impasto.service.celery_app import (
+from impasto.service.core import jobs
+from impasto.service.farm.celery_app import (
     VISIBILITY_TIMEOUT_SECONDS,
     make_celery,
     send_job,
     waiting_messages,
 )
-from impasto.service.dispatch import WORKER_STALE_SECONDS, Dispatcher, WorkerInfo, list_workers
-from impasto.service.models import Job, JobKind, JobStatus, utcnow
+from impasto.service.core.dispatch import (
+    WORKER_STALE_SECONDS,
+    Dispatcher,
+    WorkerInfo,
+    list_workers,
+    local_dispatcher,
+)
+from impasto.service.core.models import Job, JobKind, JobStatus, utcnow
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -63,15 +68,8 @@ def make_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session
         return CeleryDispatcher(session_factory=session_factory, broker_url=settings.broker_url,
                                 visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
                                 **options)
-    from impasto.service import worker
-    from impasto.service.dispatch import LocalDispatcher
-
-    stopping = threading.Event()
-    run = functools.partial(worker.run_job, session_factory=session_factory, storage=storage,
-                            catalog=catalog, settings=settings, interrupt=stopping,
-                            snapshot_seconds=snapshot_seconds)
-    return LocalDispatcher(session_factory=session_factory, run_job=run, threads=settings.workers,
-                           stopping=stopping, **options)
+    return local_dispatcher(settings, session_factory=session_factory, storage=storage, catalog=catalog,
+                            snapshot_seconds=snapshot_seconds, **options)
 
 
 class CeleryDispatcher:
@@ -181,7 +179,7 @@ class CeleryDispatcher:
 
 
 def _shown(app: Celery) -> str:
-    from impasto.service.celery_app import redact
+    from impasto.service.farm.celery_app import redact
 
     return redact(str(app.conf.broker_url))
 

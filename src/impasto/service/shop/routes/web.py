@@ -28,10 +28,10 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from impasto.errors import ImpastoError
-from impasto.service import security
+from impasto.service.shop import security
 
 if TYPE_CHECKING:
-    from impasto.service.app import Shop
+    from impasto.service.shop.app import Shop
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ShopMiddleware:
             return
         path = scope["path"]
         upload = scope["method"] == "POST" and path in UPLOAD_PATHS
-        from impasto.service.app import FORM_BODY_BYTES
+        from impasto.service.shop.app import FORM_BODY_BYTES
 
         limited = RequestBodyLimitMiddleware(self.app, self.shop.upload_body_bytes if upload else FORM_BODY_BYTES)
         nonce, new_cookie = self._nonce(scope)
@@ -159,7 +159,7 @@ def _server_error(scope: Scope) -> Response:
 
 def storage_origin(shop: Shop) -> str:
     """Where signed image URLs point when they leave the app (S3), for the CSP's img-src."""
-    from impasto.service.storage import LocalStorage
+    from impasto.service.core.storage import LocalStorage
 
     if isinstance(shop.storage, LocalStorage):
         return ""

@@ -21,10 +21,11 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from impasto.errors import ImpastoError
-from impasto.service import jobs, security
-from impasto.service.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
-from impasto.service.routes import shop as flows
-from impasto.service.routes.web import (
+from impasto.service.core import jobs
+from impasto.service.shop import security
+from impasto.service.core.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
+from impasto.service.shop import flows
+from impasto.service.shop.routes.web import (
     DB,
     Admin,
     admin_cookie,
@@ -35,7 +36,7 @@ from impasto.service.routes.web import (
     sign_in_failed,
     sign_in_wait,
 )
-from impasto.service.untrusted import parse_id
+from impasto.service.core.untrusted import parse_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -112,7 +113,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("", dependencies=[Admin])
 def dashboard(request: Request, session: DB) -> Response:
-    from impasto.service.dispatch import list_workers
+    from impasto.service.core.dispatch import list_workers
 
     orders = session.scalars(select(Order).order_by(Order.id.desc()).limit(ROWS)).all()
     outbox = dict(session.execute(select(Email.status, func.count()).group_by(Email.status)).all())
@@ -234,7 +235,7 @@ async def add_style(request: Request) -> Response:
         image = data.get("image")
         if image is None or isinstance(image, str) or not image.filename:
             raise flows.InvalidInput("Please choose the painting's image.")
-        from impasto.service.uploads import aread_capped
+        from impasto.service.shop.uploads import aread_capped
 
         raw = await aread_capped(image, max_bytes=shop.settings.max_upload_bytes)
         clean = await run_in_threadpool(flows.clean_photo, shop, raw)
@@ -245,7 +246,7 @@ async def add_style(request: Request) -> Response:
 
 
 def _checked_preset(text: str) -> dict:
-    from impasto.service.routes.schemas import RenderOptions
+    from impasto.service.shop.routes.schemas import RenderOptions
 
     try:
         values = json.loads(text)

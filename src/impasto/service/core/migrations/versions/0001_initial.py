@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-Written out in full (no imports from impasto.service.models), so later model changes
+Written out in full (no imports from impasto.service.core.models), so later model changes
 never alter what this migration creates.
 """
 from __future__ import annotations

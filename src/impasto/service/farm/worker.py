@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from impasto.service import celery_app, jobs
-from impasto.service.celery_app import QUEUES, FarmError
-from impasto.service.models import Job, JobKind, JobStatus, Worker, utcnow
+from impasto.service.core import jobs
+from impasto.service.farm import celery_app
+from impasto.service.farm.celery_app import QUEUES, FarmError
+from impasto.service.core.models import Job, JobKind, JobStatus, Worker, utcnow
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -203,9 +204,9 @@ class WorkerRuntime:
         kind, priority = job.kind, job.priority
         self._seen(job_id)
         try:
-            from impasto.service import worker
+            from impasto.service.core import render_job
 
-            status = worker.run_job(job_id, session_factory=res.sessions, storage=res.storage,
+            status = render_job.run_job(job_id, session_factory=res.sessions, storage=res.storage,
                                     catalog=res.catalog, settings=config.settings,
                                     lease_seconds=config.lease_seconds, snapshot_seconds=config.snapshot_seconds,
                                     machine=config.machine_options(kind))
@@ -258,7 +259,7 @@ class WorkerRuntime:
                 log.exception("worker row of %s not removed", self.config.name)
 
     def _housekeeping(self, app: Celery) -> None:
-        from impasto.service.farm import Sweeper
+        from impasto.service.farm.dispatcher import Sweeper
 
         sweeper = Sweeper(app, self.resources().sessions)
         sweep_every = self.config.sweep_seconds
@@ -297,8 +298,8 @@ def _device_label(machine: Machine) -> str:
 
 def _build_resources(settings: Settings) -> _Resources:
     from impasto.catalog import Catalog
-    from impasto.service.db import make_engine, session_factory
-    from impasto.service.storage import storage_from_url
+    from impasto.service.core.db import make_engine, session_factory
+    from impasto.service.core.storage import storage_from_url
 
     engine = make_engine(settings.resolved_database_url())
     # A worker never signs download links (the shop does); LocalStorage wants a key all the same.
@@ -314,7 +315,7 @@ def run_worker(config: WorkerConfig, *, loglevel: str = "WARNING") -> int:
     """Check the broker, migrate the database, run the Celery worker until it is stopped."""
     from celery import signals
 
-    from impasto.service.db import migrate
+    from impasto.service.core.db import migrate
 
     settings = config.settings
     app = celery_app.make_celery(settings.broker_url,

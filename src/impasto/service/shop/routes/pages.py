@@ -13,9 +13,9 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from impasto.errors import ImpastoError
-from impasto.service.routes import shop as flows
-from impasto.service.routes.web import DB, check_csrf, client_ip, render, shop_of
-from impasto.service.untrusted import parse_id
+from impasto.service.shop import flows
+from impasto.service.shop.routes.web import DB, check_csrf, client_ip, render, shop_of
+from impasto.service.core.untrusted import parse_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -57,7 +57,7 @@ async def upload(request: Request) -> Response:
         photo = data.get("photo")
         if photo is None or isinstance(photo, str) or not photo.filename:
             raise flows.InvalidInput("Please choose a photo to upload.")
-        from impasto.service.uploads import aread_capped
+        from impasto.service.shop.uploads import aread_capped
 
         raw = await aread_capped(photo, max_bytes=shop.settings.max_upload_bytes)
         clean = await run_in_threadpool(flows.clean_photo, shop, raw)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from impasto.service.models import Order
+from impasto.service.core.models import Order
 
 
 @dataclass(frozen=True)

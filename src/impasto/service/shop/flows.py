@@ -18,15 +18,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from impasto.errors import ImpastoError
-from impasto.service import jobs
-from impasto.service.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait, utcnow
-from impasto.service.storage import make_key
-from impasto.service.untrusted import parse_int
+from impasto.service.core import jobs
+from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait, utcnow
+from impasto.service.core.storage import make_key
+from impasto.service.core.untrusted import parse_int
 
 if TYPE_CHECKING:
-    from impasto.service.app import Shop
-    from impasto.service.payments import PaymentStart
-    from impasto.service.uploads import CleanPhoto
+    from impasto.service.shop.app import Shop
+    from impasto.service.shop.payments import PaymentStart
+    from impasto.service.shop.uploads import CleanPhoto
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def check_upload_limits(shop: Shop, *, ip: str, email: str | None = None) -> Non
 
 def check_customer(shop: Shop, *, email: str, consent: bool) -> str:
     """The normalised email address; 422 without consent, 503 with an empty catalog."""
-    from impasto.service.mail import InvalidEmail, validate_email
+    from impasto.service.shop.mail import InvalidEmail, validate_email
 
     try:
         address = validate_email(email)
@@ -127,7 +127,7 @@ def check_customer(shop: Shop, *, email: str, consent: bool) -> str:
 
 
 def clean_photo(shop: Shop, data: bytes) -> CleanPhoto:
-    from impasto.service.uploads import validate_photo
+    from impasto.service.shop.uploads import validate_photo
 
     return validate_photo(data, max_pixels=shop.settings.max_upload_pixels)
 
@@ -334,7 +334,7 @@ def image_url(shop: Shop, session: Session, portrait: Portrait, job_id: int) -> 
     Previews only: a print file is reached through ``download_url``, which checks the
     order's status (cancelled) and the link's age; job ids are sequential, so a print job's
     id is easy to guess from its preview's."""
-    from impasto.service import worker
+    from impasto.service.core import render_job as worker
 
     job = find_job(session, portrait, job_id)
     if job.kind is not JobKind.PREVIEW:

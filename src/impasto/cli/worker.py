@@ -45,8 +45,8 @@ def add_worker(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from impasto.service import farm_worker
-    from impasto.service.celery_app import check_broker_url, redact
+    from impasto.service.farm import worker as farm_worker
+    from impasto.service.farm.celery_app import check_broker_url, redact
 
     setup_logging(args.verbose + (0 if args.quiet else 1))
     logging.getLogger("impasto").propagate = False   # Celery logs to the root logger too: say it once

@@ -1,4 +1,4 @@
-"""Alembic environment for impasto: run from ``impasto.service.db.migrate`` (no ini file).
+"""Alembic environment for impasto: run from ``impasto.service.core.db.migrate`` (no ini file).
 
 ``migrate`` hands over an open connection in ``config.attributes["connection"]``; a bare
 ``alembic`` command line may instead set ``sqlalchemy.url``. SQLite gets batch mode, so
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from impasto.service.models import Base
+from impasto.service.core.models import Base
 
 target_metadata = Base.metadata
 
@@ -26,7 +26,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from impasto.service.db import make_engine
+    from impasto.service.core.db import make_engine
 
     engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
     try:

@@ -31,7 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, aliased
 
 from impasto.errors import ImpastoError
-from impasto.service.models import (
+from impasto.service.core.models import (
     DEFAULT_MAX_ATTEMPTS,
     PREVIEW_PRIORITY,
     PRINT_PRIORITY,

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from impasto.engine.params import RenderParams
-from impasto.service.models import JobStatus, OrderStatus
-from impasto.service.untrusted import DbId
+from impasto.service.core.models import JobStatus, OrderStatus
+from impasto.service.core.untrusted import DbId
 
 SERVER_ONLY_OPTIONS = frozenset({"init_image", "face_mask", "mask", "weights", "download", "device"})
 

@@ -36,8 +36,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled, RenderDiverged
-from impasto.service import jobs
-from impasto.service.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
+from impasto.service.core import jobs
+from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 
 if TYPE_CHECKING:
     from impasto.catalog import Catalog, Style
@@ -137,7 +137,7 @@ def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors that recur on every retry: the photo (bad or gone), the options (a diverging
     render diverges again: it is deterministic), the style, the state."""
     from impasto.catalog import CatalogError
-    from impasto.service.storage import KeyNotFound
+    from impasto.service.core.storage import KeyNotFound
     from impasto.state import StateError
 
     return ImageError, ParamError, RenderDiverged, CatalogError, StateError, KeyNotFound

@@ -33,7 +33,7 @@ def add_serve(commands, common: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import socket
 
-    from impasto.service.app import create_app
+    from impasto.service.shop.app import create_app
 
     settings = _serve_settings(args)
     try:   # a clear line now rather than uvicorn's traceback later
@@ -46,7 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
     admin = "" if settings.admin_password.get_secret_value() else " (closed until IMPASTO_ADMIN_PASSWORD is set)"
     print(f"impasto shop: {settings.public_url.rstrip('/')}/ — admin: {settings.public_url.rstrip('/')}/admin"
           f"{admin}; Ctrl-C stops", flush=True)
-    from impasto.service.server import run
+    from impasto.service.shop.server import run
 
     run(app, host=args.host, port=args.port, settings=settings,
         log_level="info" if args.verbose else "warning")
@@ -87,7 +87,7 @@ def _serve_settings(args: argparse.Namespace):
 def _migrate(settings) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from impasto.service.db import migrate
+    from impasto.service.core.db import migrate
 
     try:
         migrate(settings.resolved_database_url())

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from impasto.errors import ImpastoError
 from impasto.files import atomic_path
-from impasto.service.untrusted import MAX_TIMESTAMP, parse_int
+from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ Nothing heavy happens at import: no engine, no client, no torch (the routes that
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -31,11 +30,11 @@ if TYPE_CHECKING:
 
     from impasto.catalog import Catalog
     from impasto.config import Settings
-    from impasto.service.dispatch import Dispatcher
-    from impasto.service.mail import Mailer
-    from impasto.service.payments import PaymentProvider
-    from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer
-    from impasto.service.storage import Storage
+    from impasto.service.core.dispatch import Dispatcher
+    from impasto.service.shop.mail import Mailer
+    from impasto.service.shop.payments import PaymentProvider
+    from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer
+    from impasto.service.core.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class Shop:
         return self.settings.max_upload_bytes + 64 * 1024
 
     def start(self) -> None:
-        from impasto.service.db import migrate
+        from impasto.service.core.db import migrate
 
         migrate(self.engine)
         self.dispatcher.start()
@@ -129,7 +128,7 @@ class OutboxSender:
         self._wake.set()
 
     def deliver_once(self) -> int:
-        from impasto.service import jobs
+        from impasto.service.core import jobs
 
         with self.sessions() as session:
             return jobs.deliver_pending(session=session, send=self._send)
@@ -166,10 +165,10 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                catalog: Catalog | None = None, engine: Engine | None = None) -> Shop:
     from impasto.catalog import Catalog
     from impasto.config import get_settings
-    from impasto.service.db import make_engine, session_factory
-    from impasto.service.payments import default_providers
-    from impasto.service.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
-    from impasto.service.storage import storage_from_url
+    from impasto.service.core.db import make_engine, session_factory
+    from impasto.service.shop.payments import default_providers
+    from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
+    from impasto.service.core.storage import storage_from_url
 
     settings = settings or get_settings()
     secret = load_secret(settings.secret_key.get_secret_value(), settings.data_dir)
@@ -181,7 +180,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                                           endpoint_url=settings.s3_endpoint_url or None)
     catalog = catalog or Catalog()
     if mailer is None and settings.smtp_url:
-        from impasto.service.mail import Mailer
+        from impasto.service.shop.mail import Mailer
 
         # The outbox retries with its own backoff: one quick retry here is enough.
         mailer = Mailer(settings.smtp_url, sender=settings.mail_from, attempts=2, backoff_seconds=1.0)
@@ -195,18 +194,15 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispatcher:
     """Embedded render threads; with ``Settings.broker_url``, the farm's dispatcher."""
-    from impasto.service import worker
-    from impasto.service.dispatch import LocalDispatcher
+    from impasto.service.core.dispatch import local_dispatcher
 
     if settings.broker_url:
-        from impasto.service.farm import make_dispatcher  # the farm (issue 6) owns the broker's wiring
+        from impasto.service.farm.dispatcher import make_dispatcher  # the farm (issue 6) owns the broker's wiring
 
         return make_dispatcher(settings, session_factory=sessions, storage=storage, catalog=catalog,
                                snapshot_seconds=SNAPSHOT_SECONDS)
-    stopping = threading.Event()
-    run = functools.partial(worker.run_job, session_factory=sessions, storage=storage, catalog=catalog,
-                            settings=settings, interrupt=stopping, snapshot_seconds=SNAPSHOT_SECONDS)
-    return LocalDispatcher(session_factory=sessions, run_job=run, threads=settings.workers, stopping=stopping)
+    return local_dispatcher(settings, session_factory=sessions, storage=storage, catalog=catalog,
+                            snapshot_seconds=SNAPSHOT_SECONDS)
 
 
 def _app_for(shop: Shop) -> FastAPI:
@@ -215,9 +211,9 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.routes import admin, api, docs, files, pages
-    from impasto.service.routes.web import install_error_handlers, make_templates, shop_middleware
-    from impasto.service.server import BodyTimeoutMiddleware
+    from impasto.service.shop.routes import admin, api, docs, files, pages
+    from impasto.service.shop.routes.web import install_error_handlers, make_templates, shop_middleware
+    from impasto.service.shop.server import BodyTimeoutMiddleware
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
