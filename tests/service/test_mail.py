@@ -17,6 +17,7 @@ import pytest
 
 from impasto.errors import ImpastoError, ParamError
 from impasto.service.shop.mail import InvalidEmail, Mailer, MailError, validate_email
+from impasto.service.shop.routes.web import http_status
 
 SENDER = "impasto <portraits@impasto.example>"
 PORTRAIT_URL = "https://shop.example/portraits/0f3c?token=a&b=1"
@@ -393,5 +394,5 @@ def test_valid_addresses(address, expected):
 def test_invalid_addresses(address):
     with pytest.raises(InvalidEmail) as caught:
         validate_email(address)
-    assert isinstance(caught.value, ParamError) and caught.value.status_code == 422
+    assert isinstance(caught.value, ParamError) and http_status(caught.value) == 422
     assert "\n" not in str(caught.value) and "\r" not in str(caught.value)

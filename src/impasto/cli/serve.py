@@ -54,31 +54,19 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_settings(args: argparse.Namespace):
-    import os
-
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from impasto.config import Settings
+    from impasto.config import load_settings
 
     if not 0 < args.port < 65536:
         raise ImpastoError(f"--port must be 1..65535, not {args.port}")
     if args.workers is not None and args.workers < 1:
         raise ImpastoError(f"--workers must be at least 1, not {args.workers}")
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = "IMPASTO_" + "_".join(str(part) for part in error["loc"][:1]).upper()
-        raise ImpastoError(f"configuration: {name}: {error['msg']}") from None
-    except SettingsError as exc:     # a value that is not valid JSON where JSON is expected
-        raise ImpastoError(f"configuration: {exc} (IMPASTO_* variables)") from None
+    settings = load_settings()
     updates: dict[str, Any] = {}
     if args.workers is not None:
         updates["workers"] = args.workers
     if args.broker:
         updates["broker_url"] = args.broker
-    if not os.environ.get("IMPASTO_PUBLIC_URL"):
+    if not settings.public_url or "public_url" not in settings.model_fields_set:   # no IMPASTO_PUBLIC_URL
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
         updates["public_url"] = f"http://{host if ':' not in host else f'[{host}]'}:{args.port}"
     return settings.model_copy(update=updates)

@@ -78,13 +78,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def _farm_settings(overrides: dict[str, Any]):
-    from pydantic import ValidationError
+    from impasto.config import load_settings
 
-    from impasto.config import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise UsageError(f"configuration: IMPASTO_{str(error['loc'][0]).upper()}: {error['msg']}") from None
+    settings = load_settings()
     return settings.model_copy(update={key: value for key, value in overrides.items() if value})

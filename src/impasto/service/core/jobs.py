@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, aliased
 
-from impasto.errors import ImpastoError
+from impasto.errors import JobError, OrderStatusError
 from impasto.service.core.models import (
     DEFAULT_MAX_ATTEMPTS,
     PREVIEW_PRIORITY,
@@ -68,14 +68,6 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 _ORDER_TIMESTAMPS = {OrderStatus.READY: "ready_at", OrderStatus.PRINTED: "printed_at",
                      OrderStatus.SHIPPED: "shipped_at", OrderStatus.CANCELLED: "cancelled_at"}
-
-
-class JobError(ImpastoError):
-    """A job that does not exist, or a transition its status does not allow."""
-
-
-class OrderStatusError(ImpastoError):
-    """An order status change that the order's life cycle does not allow."""
 
 
 class Throttle:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from impasto.errors import ImpastoError
+from impasto.errors import KeyNotFound, StorageError
 from impasto.files import atomic_path
 from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_int
 
@@ -45,14 +45,6 @@ _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z
 _CHUNK_BYTES = 1 << 20
 FILE_MODE = 0o600              # LocalStorage's files: customers' photos, previews, prints
 FOLDER_MODE = 0o700
-
-
-class StorageError(ImpastoError):
-    """A key, URL or argument the storage layer refuses (never an infrastructure failure)."""
-
-
-class KeyNotFound(StorageError):
-    """No object under this key."""
 
 
 def check_key(key: str) -> str:

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from impasto.errors import ImpastoError
+from impasto.errors import NoSuchId
 
 MAX_ID = 2**31 - 1            # an Integer primary key: PostgreSQL's INTEGER (SQLite's holds 64 bits)
 MAX_TIMESTAMP = 2**40         # unix seconds in a signed URL or token: year 36812, far below 2**63
@@ -23,12 +23,6 @@ _DIGITS = re.compile(r"[0-9]{1,19}")      # [0-9], not \d: \d matches every scri
 
 # The same rule for JSON bodies (pydantic): a real integer (no "12" string), in range.
 DbId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
-
-
-class NoSuchId(ImpastoError):
-    """An id that is not a number in range names nothing: the same 404 as a missing row."""
-
-    status_code = 404
 
 
 def parse_int(text: object, *, minimum: int = 0, maximum: int = MAX_ID) -> int | None:

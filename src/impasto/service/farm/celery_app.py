@@ -30,7 +30,7 @@ import logging
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from impasto.errors import ImpastoError
+from impasto.errors import FarmError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -47,10 +47,6 @@ REDIS_SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 _runtime: Any = None    # the worker process's farm_worker.WorkerRuntime (None in the shop)
-
-
-class FarmError(ImpastoError):
-    """A broker URL that is malformed or names no reachable broker, or a bad worker option."""
 
 
 def check_broker_url(url: str) -> str:

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from impasto.errors import ImpastoError
+from impasto.errors import (
+    ImpastoError,
+    InvalidInput,
+    LinkExpired,
+    NotFound,
+    NotReady,
+    TooManyRequests,
+    Unavailable,
+)
 from impasto.service.core import jobs
 from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait, utcnow
 from impasto.service.core.storage import make_key
@@ -36,38 +44,6 @@ DUPLICATE_ORDER_SECONDS = 600     # the same order placed again this soon is the
 MAX_NAME_CHARS = 200
 MAX_ADDRESS_CHARS = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-class ShopError(ImpastoError):
-    status_code = 400
-
-
-class NotFound(ShopError):
-    status_code = 404
-
-
-class NotReady(ShopError):
-    status_code = 409
-
-
-class LinkExpired(ShopError):
-    status_code = 410
-
-
-class InvalidInput(ShopError):
-    status_code = 422
-
-
-class TooManyRequests(ShopError):
-    status_code = 429
-
-    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after_seconds)}
-
-
-class Unavailable(ShopError):
-    status_code = 503
 
 
 # --- lookups -----------------------------------------------------------------------------

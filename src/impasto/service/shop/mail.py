@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 
-from impasto.errors import ImpastoError, ParamError
+from impasto.errors import InvalidEmail, MailError
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +48,6 @@ MAX_LOCAL_CHARS = 64
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _TLD = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}")
-
-
-class MailError(ImpastoError):
-    """A mail could not be sent. ``permanent``: retrying the same message will not help."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-class InvalidEmail(ParamError):
-    """An email address the shop will not send to (answered with 422)."""
-
-    status_code = 422
 
 
 def validate_email(address: str) -> str:

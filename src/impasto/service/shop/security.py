@@ -47,7 +47,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 
-from impasto.errors import ImpastoError
+from impasto.errors import SecurityError
 from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,6 @@ DEVICE_SECONDS = 90 * 24 * 3600
 BASIC_BINDING = "basic"           # what a CSRF token is bound to for an HTTP Basic admin
 SECRET_FILE = "secret_key"
 MIN_SECRET_BYTES = 16
-
-
-class SecurityError(ImpastoError):
-    """A configuration the security kit refuses (a secret key too short to sign with)."""
 
 
 def load_secret(secret_key: str, data_dir: Path) -> bytes:

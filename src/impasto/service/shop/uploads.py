@@ -47,7 +47,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from impasto.errors import ImpastoError
+from impasto.errors import (
+    CorruptImage,
+    SuspiciousImage,
+    TooManyPixels,
+    TooSmall,
+    UnsupportedFormat,
+    UploadError,
+    UploadTooLarge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +68,6 @@ MAX_JPEG_FRAMES = 16           # MPF / Ultra HDR phones append 1-3 (gain map, de
 # a photo's metadata (matched case-insensitively).
 ACTIVE_SIGNATURES = (b"pk\x03\x04", b"pk\x05\x06", b"<script", b"<html", b"<!doctype", b"<?php",
                      b"<svg", b"<iframe", b"<body", b"javascript:", b"%pdf-", b"\x7felf")
-
-
-class UploadError(ImpastoError):
-    """An upload refused; ``status_code`` is the HTTP answer, ``str()`` a one-line message."""
-
-    status_code = 422
-
-
-class UploadTooLarge(UploadError):
-    status_code = 413
-
-
-class UnsupportedFormat(UploadError):
-    status_code = 415
-
-
-class CorruptImage(UploadError):
-    """Truncated, damaged, or not decodable as the format it claims to be."""
-
-
-class SuspiciousImage(UploadError):
-    """An image that is also something else (a polyglot), or carries active content."""
-
-
-class TooManyPixels(UploadError):
-    """More pixels than the cap: refused from the header, before any decoding."""
-
-
-class TooSmall(UploadError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from impasto.service.shop.routes.web import (
     admin_cookie,
     admin_session_id,
     check_csrf,
+    http_status,
     render,
     shop_of,
     sign_in_failed,
@@ -241,7 +242,7 @@ async def add_style(request: Request) -> Response:
         clean = await run_in_threadpool(flows.clean_photo, shop, raw)
         await run_in_threadpool(_store_style, shop, form, clean.data, preset)
     except ImpastoError as exc:
-        return _styles_page(request, form, error=str(exc), status_code=getattr(exc, "status_code", 422))
+        return _styles_page(request, form, error=str(exc), status_code=http_status(exc, default=422))
     return RedirectResponse("/admin/styles", status_code=303)
 
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from impasto.errors import ImpastoError
 from impasto.service.shop import flows
-from impasto.service.shop.routes.web import DB, check_csrf, client_ip, render, shop_of
+from impasto.service.shop.routes.web import DB, check_csrf, client_ip, http_status, render, shop_of
 from impasto.service.core.untrusted import parse_id
 
 router = APIRouter(include_in_schema=False)
@@ -67,7 +67,7 @@ async def upload(request: Request) -> Response:
             raise
         return _upload_refused(request, exc.status_code, str(exc.detail), form, getattr(exc, "headers", None))
     except ImpastoError as exc:
-        status = getattr(exc, "status_code", 422)
+        status = http_status(exc, default=422)
         return _upload_refused(request, status, str(exc), form, getattr(exc, "headers", None))
     return RedirectResponse(flows.portrait_url(public_id), status_code=303)
 
@@ -128,7 +128,7 @@ def _place_order(request: Request, public_id: str, fields: dict) -> Response:
         except (flows.InvalidInput, flows.NotReady) as exc:
             session.rollback()
             return _order_page(request, session, portrait, {**fields, "preview_id": form.preview_id},
-                               error=str(exc), status_code=exc.status_code)
+                               error=str(exc), status_code=http_status(exc))
         url = f"{flows.portrait_url(public_id)}/orders/{order.number}"
     return RedirectResponse(url, status_code=303)
 

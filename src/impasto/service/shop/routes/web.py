@@ -27,6 +27,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from impasto import errors
 from impasto.errors import ImpastoError
 from impasto.service.shop import security
 
@@ -211,6 +212,27 @@ TITLES = {400: "That request was not understood", 401: "Please sign in", 403: "N
           429: "Too many requests", 500: "Something went wrong", 503: "Not available right now"}
 
 
+# The domain errors carry no HTTP codes: they are mapped here, the nearest class in the
+# error's MRO winning; any other ImpastoError is the request's fault (errors.py's promise).
+HTTP_STATUS: dict[type[ImpastoError], int] = {
+    errors.ShopError: 400, errors.NotFound: 404, errors.NotReady: 409, errors.LinkExpired: 410,
+    errors.InvalidInput: 422, errors.TooManyRequests: 429, errors.Unavailable: 503,
+    errors.UploadError: 422, errors.UploadTooLarge: 413, errors.UnsupportedFormat: 415,
+    errors.InvalidEmail: 422, errors.NoSuchId: 404, errors.KeyNotFound: 404,
+    errors.JobError: 409, errors.OrderStatusError: 409,
+    errors.MailError: 503, errors.FarmError: 503,           # outages, not the request's fault
+}
+DEFAULT_STATUS = 400
+
+
+def http_status(exc: ImpastoError, default: int = DEFAULT_STATUS) -> int:
+    """The HTTP answer to ``exc``: its class's code in ``HTTP_STATUS``, or its nearest base's."""
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return default
+
+
 def error_response(request: Request, status_code: int, detail: str,
                    headers: dict[str, str] | None = None) -> Response:
     if status_code == 401 and request.url.path.startswith("/admin") and wants_html(request):
@@ -231,10 +253,9 @@ def install_error_handlers(app) -> None:
         return error_response(request, exc.status_code, detail, getattr(exc, "headers", None))
 
     async def shop_error(request: Request, exc: ImpastoError) -> Response:
-        status = getattr(exc, "status_code", None)
-        if status is None:
-            log.exception("unhandled impasto error", exc_info=exc)
-            status = 500
+        status = http_status(exc)
+        if type(exc) not in HTTP_STATUS:
+            log.warning("impasto error without an HTTP code of its own (%s): %s", DEFAULT_STATUS, exc)
         return error_response(request, status, str(exc), getattr(exc, "headers", None))
 
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
