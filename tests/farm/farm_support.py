@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import make_url, select, text
+from sqlalchemy import select
 
 from impasto.catalog import Catalog
 from impasto.service.core import jobs
 from impasto.service.core.db import make_engine, migrate, session_factory
-from impasto.service.farm.dispatcher import CeleryDispatcher
 from impasto.service.core.models import Email, Job, JobKind, Portrait, Worker
+from impasto.service.farm.dispatcher import CeleryDispatcher
+from support.db import postgres_schema
 
 HERE = Path(__file__).resolve().parent
 IMPASTO = str(Path(sys.executable).with_name("impasto"))
@@ -116,19 +117,9 @@ def redis_database(redis_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def pg_schema(postgres_url: str) -> Iterator[str]:
     """A migrated PostgreSQL schema of its own, dropped afterwards."""
-    schema = f"farm_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        url = url.render_as_string(hide_password=False)
+    with postgres_schema(postgres_url, prefix="farm") as url:
         migrate(url)
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # --- the farm ----------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from impasto.cli import main
 from impasto.config import Settings
 from impasto.service.core import jobs
 from impasto.service.core import render_job as worker
-from impasto.service.farm import celery_app
-from impasto.service.farm.celery_app import FarmError, broker_priority, check_broker_url, make_celery, redact
 from impasto.service.core.db import make_engine, migrate, session_factory
 from impasto.service.core.dispatch import LocalDispatcher, list_workers
+from impasto.service.core.models import Job, JobKind, JobStatus, Portrait, utcnow
+from impasto.service.farm import celery_app
+from impasto.service.farm.celery_app import FarmError, broker_priority, check_broker_url, make_celery, redact
 from impasto.service.farm.dispatcher import CeleryDispatcher, Sweeper, make_dispatcher
 from impasto.service.farm.worker import (
     Machine,
@@ -25,7 +26,6 @@ from impasto.service.farm.worker import (
     detect_machine,
     memory_budget,
 )
-from impasto.service.core.models import Job, JobKind, JobStatus, Portrait, utcnow
 
 GB = 2**30
 CPU = Machine("cpu", "cpu", 16 * GB)

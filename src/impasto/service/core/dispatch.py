@@ -7,7 +7,7 @@ a re-run from the admin). The farm's ``CeleryDispatcher`` (issue 6) offers the s
 protocol, so the app never knows which one it has.
 
 Stopping: ``stop()`` sets ``stopping``. A ``run_job`` that was given that event as its
-``interrupt`` (``worker.run_job(..., interrupt=stopping)``) hands its job back
+``interrupt`` (``render_job.run_job(..., interrupt=stopping)``) hands its job back
 to the queue without using up an attempt; one that was not is waited for up to
 ``timeout_seconds``, and a render cut off by the process exiting is requeued at the next
 start (or when its lease expires).
@@ -100,7 +100,7 @@ class LocalDispatcher:
     """In-process render threads that take their jobs from the job table.
 
     ``run_job(job_id)`` runs one claimed job to its end and records the outcome, usually
-    ``functools.partial(worker.run_job, session_factory=…, storage=…, catalog=…,
+    ``functools.partial(render_job.run_job, session_factory=…, storage=…, catalog=…,
     settings=…, interrupt=stopping)`` with the same ``stopping`` event given here, so
     ``stop()`` hands running jobs back to the queue. Embedded mode is one process per
     database: at ``start()`` every ``running`` row is requeued as a crash's leftover. Run

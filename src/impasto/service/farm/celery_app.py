@@ -20,7 +20,7 @@ Configuration, and why:
 A message only names a job: ``render_job(job_id)``. Every delivery re-checks the table
 (``jobs.claim(job_id=…)``), so a duplicate, a redelivery after a crash or a message for a
 cancelled job does nothing; and a job whose message was lost is re-sent by the sweeper
-(``farm.Sweeper``). The task body is ``farm_worker.WorkerRuntime.run``, set up by
+(``farm.dispatcher.Sweeper``). The task body is ``farm.worker.WorkerRuntime.run``, set up by
 ``impasto worker`` before the pool starts.
 """
 
@@ -46,7 +46,7 @@ AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT_SECONDS = 5.0
 
-_runtime: Any = None    # the worker process's farm_worker.WorkerRuntime (None in the shop)
+_runtime: Any = None    # the worker process's farm.worker.WorkerRuntime (None in the shop)
 
 
 def check_broker_url(url: str) -> str:

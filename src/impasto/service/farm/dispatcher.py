@@ -27,12 +27,6 @@ from typing import TYPE_CHECKING, Any, Self
 from sqlalchemy import func, select
 
 from impasto.service.core import jobs
-from impasto.service.farm.celery_app import (
-    VISIBILITY_TIMEOUT_SECONDS,
-    make_celery,
-    send_job,
-    waiting_messages,
-)
 from impasto.service.core.dispatch import (
     WORKER_STALE_SECONDS,
     Dispatcher,
@@ -41,6 +35,12 @@ from impasto.service.core.dispatch import (
     local_dispatcher,
 )
 from impasto.service.core.models import Job, JobKind, JobStatus, utcnow
+from impasto.service.farm.celery_app import (
+    VISIBILITY_TIMEOUT_SECONDS,
+    make_celery,
+    send_job,
+    waiting_messages,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -61,7 +61,7 @@ def make_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session
     """The shop's dispatcher: render threads (no broker) or the farm (``settings.broker_url``).
 
     ``impasto serve --broker URL`` sets ``broker_url``. Without one, ``settings.workers``
-    threads run ``worker.run_job`` (with ``snapshot_seconds`` for the live tiles; farm
+    threads run ``render_job.run_job`` (with ``snapshot_seconds`` for the live tiles; farm
     workers store their own snapshots). ``options`` go to the dispatcher's constructor.
     """
     if settings.broker_url:

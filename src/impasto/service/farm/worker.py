@@ -35,9 +35,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from impasto.service.core import jobs
+from impasto.service.core.models import Job, JobKind, JobStatus, Worker, utcnow
 from impasto.service.farm import celery_app
 from impasto.service.farm.celery_app import QUEUES, FarmError
-from impasto.service.core.models import Job, JobKind, JobStatus, Worker, utcnow
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from impasto.catalog import Catalog
     from impasto.config import Settings
     from impasto.service.core.dispatch import Dispatcher
+    from impasto.service.core.storage import Storage
     from impasto.service.shop.mail import Mailer
     from impasto.service.shop.payments import PaymentProvider
     from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer
-    from impasto.service.core.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,9 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.catalog import Catalog
     from impasto.config import get_settings
     from impasto.service.core.db import make_engine, session_factory
+    from impasto.service.core.storage import storage_from_url
     from impasto.service.shop.payments import default_providers
     from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
-    from impasto.service.core.storage import storage_from_url
 
     settings = settings or get_settings()
     secret = load_secret(settings.secret_key.get_secret_value(), settings.data_dir)
@@ -197,7 +197,9 @@ def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispa
     from impasto.service.core.dispatch import local_dispatcher
 
     if settings.broker_url:
-        from impasto.service.farm.dispatcher import make_dispatcher  # the farm (issue 6) owns the broker's wiring
+        from impasto.service.farm.dispatcher import (
+            make_dispatcher,  # the farm (issue 6) owns the broker's wiring
+        )
 
         return make_dispatcher(settings, session_factory=sessions, storage=storage, catalog=catalog,
                                snapshot_seconds=SNAPSHOT_SECONDS)

@@ -22,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from impasto.errors import ImpastoError
 from impasto.service.core import jobs
-from impasto.service.shop import security
 from impasto.service.core.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
-from impasto.service.shop import flows
+from impasto.service.core.untrusted import parse_id
+from impasto.service.shop import flows, security
 from impasto.service.shop.routes.web import (
     DB,
     Admin,
@@ -37,7 +37,6 @@ from impasto.service.shop.routes.web import (
     sign_in_failed,
     sign_in_wait,
 )
-from impasto.service.core.untrusted import parse_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)

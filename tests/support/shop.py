@@ -1,30 +1,29 @@
-"""Shared pieces of the shop's app tests (imported by the other ``test_app_*`` modules, as
-``test_models`` is by the job-table tests): photos, a tiny catalog, settings for fast renders,
-an SMTP box (aiosmtpd's ``Controller``), a PostgreSQL schema per test, and helpers that
+"""Helpers of the shop's tests (``from support.shop import ...``; the fixtures built on them,
+``web`` and ``smtp_box``, live in the conftest.py files): photos, a tiny catalog, settings
+for fast renders, the SMTP box's handler, a PostgreSQL schema per test, and helpers that
 finish jobs by hand where a test is about the web, not the renders.
 """
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import io
 import re
-import socket
 import time
-import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import func, make_url, select, text
+from sqlalchemy import func, select
 
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
 from impasto.service.core import jobs
 from impasto.service.core import render_job as worker
 from impasto.service.core.models import Job, JobKind, Order, OrderStatus, Portrait
+from support.db import postgres_schema  # noqa: F401 - the shop's tests take it from here too
+from support.net import free_port  # noqa: F401 - likewise
 
 WAIT_SECONDS = 120      # a ceiling for renders that take seconds; never a timing claim
 SECRET = "test-secret-key-0123456789abcdef"
@@ -144,12 +143,6 @@ def read_events(client, url: str) -> list[tuple[str, str]]:
 
 # --- SMTP --------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MailBox:
     """An aiosmtpd handler keeping every message it accepts."""
 
@@ -165,60 +158,13 @@ class MailBox:
         return {m["Subject"]: m.get_body(("plain",)).get_content() for m in self.messages}
 
 
-@pytest.fixture
-def smtp_box():
-    """A running SMTP server on 127.0.0.1; yields (smtp URL, MailBox)."""
-    from aiosmtpd.controller import Controller
-
-    box = MailBox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", box
-    finally:
-        controller.stop()
-
-
 # --- PostgreSQL --------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def postgres_schema(base_url: str):
-    """A fresh schema on the test server (dropped afterwards); yields its SQLAlchemy URL."""
-    from impasto.service.core.db import make_engine
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
 
 # --- an app without renders --------------------------------------------------------------
 
 ADMIN_PASSWORD = "correct-horse-battery-staple"
 MAX_UPLOAD_BYTES = 300_000
 MAX_UPLOAD_PIXELS = 2_000_000
-
-
-@pytest.fixture
-def web(tmp_path):
-    """(TestClient, Shop) of an app whose jobs wait for ``finish_jobs`` (no renders)."""
-    from fastapi.testclient import TestClient
-
-    from impasto.service.shop.app import create_app, shop_of
-
-    settings = make_settings(tmp_path, admin_password=ADMIN_PASSWORD, max_upload_bytes=MAX_UPLOAD_BYTES,
-                             max_upload_pixels=MAX_UPLOAD_PIXELS)
-    app = create_app(settings, catalog=make_catalog(tmp_path, ("starry", "scream")), dispatcher=NullDispatcher())
-    with TestClient(app) as client:
-        yield client, shop_of(app)
 
 
 def upload(client, photo: bytes | None = None, *, email: str = "ada@example.com", consent: bool = True,

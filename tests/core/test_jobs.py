@@ -6,15 +6,21 @@ import threading
 from datetime import timedelta
 
 import pytest
-import test_models  # the shared database fixtures (see its docstring)
 from sqlalchemy import func, select
-from test_models import add_order, add_portrait
 
 from impasto.errors import ParamError
 from impasto.service.core import jobs
-from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, OrderStatus, Worker, utcnow
-
-database_url, engine, sessions = test_models.database_url, test_models.engine, test_models.sessions
+from impasto.service.core.models import (
+    Email,
+    EmailStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    OrderStatus,
+    Worker,
+    utcnow,
+)
+from support.db import add_order, add_portrait
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ still fetches the bytes through the presigned URL over HTTP.
 from __future__ import annotations
 
 import io
-import socket
 import urllib.parse
 import uuid
 
@@ -37,31 +36,6 @@ BAD_KEYS = [
     "a\\b", "..\\..\\win.ini", "a\0b", "a b", "a/.hidden", "é.jpg", "a%2f..", "a?b", "a#b",
     "C:/x", "~/x", "a\nb", "x" * 129, "/".join(["a"] * 300),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """A real moto S3 server over HTTP on a free port, with dummy AWS credentials."""
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                            ("AWS_SESSION_TOKEN", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")]:
-            mp.setenv(name, value)
-        mp.delenv("AWS_PROFILE", raising=False)
-        port = _free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.stop()
 
 
 class FakeClock:

@@ -12,10 +12,8 @@ import time
 
 import numpy as np
 import pytest
-import test_models  # the shared database fixtures (see its docstring)
 from PIL import Image
 from sqlalchemy import select, update
-from test_models import add_order, add_portrait
 
 from impasto.catalog import Catalog
 from impasto.config import Settings
@@ -25,11 +23,10 @@ from impasto.service.core.db import make_engine, migrate, session_factory
 from impasto.service.core.models import Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 from impasto.service.core.storage import LocalStorage
 from impasto.state import load_state
+from support.db import add_order, add_portrait
 
 PHOTO_KEY = "portraits/p1/photo.png"
 FAST = {"start_size": 0, "num_iterations": 3}
-
-database_url, engine, sessions = test_models.database_url, test_models.engine, test_models.sessions
 
 
 def png_bytes(width: int, height: int, seed: int) -> bytes:

@@ -7,10 +7,13 @@ import urllib.parse
 from datetime import timedelta
 
 import pytest
-import test_app_common  # the shared app fixtures (see its docstring)
 from pydantic import SecretStr
 from sqlalchemy import update
-from test_app_common import (
+
+from impasto.service.core.models import Job, JobKind, JobStatus, Order, utcnow
+from impasto.service.shop import security
+from impasto.service.shop.security import RateLimiter
+from support.shop import (
     ADMIN_PASSWORD,
     csrf_token,
     finish_jobs,
@@ -20,13 +23,7 @@ from test_app_common import (
     upload,
 )
 
-from impasto.service.shop import security
-from impasto.service.core.models import Job, JobKind, JobStatus, Order, utcnow
-from impasto.service.shop.security import RateLimiter
-
 ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
-
-web = test_app_common.web
 
 
 def place_order(client, portrait: dict) -> dict:

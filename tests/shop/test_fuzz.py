@@ -6,7 +6,7 @@ Properties: nothing raises but the documented error (or answers a 5xx), the uplo
 touches a linear number of bytes (``CountingBytes``), and a refused upload stores nothing.
 
 Two profiles: ``ci`` (the default, ~60 examples a test, seconds in all) and ``long`` for a
-local run: ``IMPASTO_FUZZ_PROFILE=long python -m pytest tests/service/test_fuzz.py``.
+local run: ``IMPASTO_FUZZ_PROFILE=long python -m pytest tests/shop/test_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import io
 import os
 
 import pytest
-import test_app_common
-from counting import touched_by
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_app_common import ADMIN_PASSWORD, CSRF, count_rows, photo_bytes, stored_files
 
+import support.shop as app_common
+from impasto.service.core.untrusted import MAX_ID, parse_int
 from impasto.service.shop import security, uploads
 from impasto.service.shop.mail import InvalidEmail, validate_email
 from impasto.service.shop.routes.web import http_status
-from impasto.service.core.untrusted import MAX_ID, parse_int
+from support.counting import touched_by
+from support.shop import ADMIN_PASSWORD, CSRF, count_rows, photo_bytes, stored_files
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -200,9 +200,9 @@ def shop_client(tmp_path_factory):
     from impasto.service.shop.security import RateLimiter
 
     folder = tmp_path_factory.mktemp("fuzz-shop")
-    settings = test_app_common.make_settings(folder, admin_password=ADMIN_PASSWORD, max_upload_bytes=300_000,
+    settings = app_common.make_settings(folder, admin_password=ADMIN_PASSWORD, max_upload_bytes=300_000,
                                              max_upload_pixels=2_000_000)
-    app = create_app(settings, catalog=test_app_common.make_catalog(folder), dispatcher=test_app_common.NullDispatcher())
+    app = create_app(settings, catalog=app_common.make_catalog(folder), dispatcher=app_common.NullDispatcher())
     with TestClient(app, raise_server_exceptions=False) as client:
         shop = shop_of(app)
         shop.upload_limit_ip = shop.upload_limit_email = RateLimiter(0)     # 0: no limit, for the fuzzer

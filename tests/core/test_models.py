@@ -1,85 +1,29 @@
 """Models, engines and migrations, on SQLite and on PostgreSQL.
 
-The database fixtures live here and the other job-table tests import them (``from
-test_models import ...``): a ``tests/service/conftest.py`` would be their natural home.
-Each PostgreSQL test gets its own schema (dropped afterwards), so reruns start clean and
-tests never see each other's rows.
+The database fixtures (``database_url``, ``engine``, ``sessions``) live in
+``tests/core/conftest.py``, the row helpers in ``support/db.py``. Each PostgreSQL test gets
+its own schema (dropped afterwards), so reruns start clean and tests never see each other's rows.
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, make_url, select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from impasto.service.core.db import make_engine, migrate, normalize_url, session_factory
+from impasto.service.core.db import make_engine, migrate, normalize_url
 from impasto.service.core.models import (
     Base,
     Email,
     Job,
     JobKind,
     JobStatus,
-    Order,
     OrderStatus,
-    Portrait,
     new_order_number,
 )
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request, tmp_path) -> str:
-    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'impasto.db'}"
-        migrate(url)
-        yield url
-        return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        migrate(url)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine):
-    return session_factory(engine)
-
-
-def add_portrait(session, *, email: str = "ada@example.com") -> Portrait:
-    portrait = Portrait(email=email, photo_key="portraits/p/photo.png", consent=True)
-    session.add(portrait)
-    session.flush()
-    return portrait
-
-
-def add_order(session, portrait: Portrait, **fields) -> Order:
-    order = Order(portrait_id=portrait.id, print_size="8x10in", price_cents=4900, currency="EUR",
-                  shipping_name="Ada Lovelace", shipping_address="1 Analytical Way\nLondon", **fields)
-    session.add(order)
-    session.flush()
-    return order
-
+from support.db import add_order, add_portrait
 
 # --- migrations --------------------------------------------------------------------------
 

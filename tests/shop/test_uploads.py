@@ -439,7 +439,7 @@ def walk_and_check(data) -> None:
 
 @pytest.mark.parametrize("frames", [1_000, 4_000, 16_000])
 def test_appended_frames_cost_linear_bytes_and_are_capped(frames):
-    from counting import touched_by
+    from support.counting import touched_by
 
     data = encode(photo((256, 256))) + TINY_JPEG * frames
     assert touched_by(walk_and_check, data) <= 3 * len(data)
@@ -449,7 +449,7 @@ def test_appended_frames_cost_linear_bytes_and_are_capped(frames):
 @pytest.mark.parametrize("padding", [10_000, 100_000, 1_000_000])
 def test_long_padding_and_metadata_cost_linear_bytes(padding):
     """Bytes touched stay a small multiple of the size however the size is made up."""
-    from counting import touched_by
+    from support.counting import touched_by
 
     base = encode(photo(), comment=b"c" * 60_000)
     for data in (base + b"\0" * padding, base + (b"\0" * 999 + TINY_JPEG) * 10 + b"\0" * padding,

@@ -15,12 +15,14 @@ import re
 import boto3
 import httpx
 import pytest
-import test_app_common  # the shared app fixtures (see its docstring)
-import test_storage
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
-from test_app_common import (
+
+from impasto.service.core.models import Email, EmailStatus, Order, OrderStatus
+from impasto.service.core.storage import S3Storage
+from impasto.service.shop.app import create_app, shop_of
+from support.shop import (
     PUBLIC_URL,
     make_catalog,
     make_settings,
@@ -30,13 +32,7 @@ from test_app_common import (
     wait_for,
 )
 
-from impasto.service.shop.app import create_app, shop_of
-from impasto.service.core.models import Email, EmailStatus, Order, OrderStatus
-from impasto.service.core.storage import S3Storage
-
 BACKENDS = ["sqlite-local", "postgresql-local", "sqlite-s3"]
-
-smtp_box, moto_endpoint = test_app_common.smtp_box, test_storage.moto_endpoint
 
 
 @pytest.fixture(params=BACKENDS)

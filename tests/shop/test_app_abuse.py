@@ -12,13 +12,10 @@ import zipfile
 import zlib
 
 import pytest
-import test_app_common  # the shared app fixtures (see its docstring)
 from PIL import Image
-from test_app_common import MAX_UPLOAD_BYTES, csrf_token, nothing_stored, photo_bytes, stored_files, upload
 
 from impasto.service.core.models import Portrait
-
-web = test_app_common.web
+from support.shop import MAX_UPLOAD_BYTES, csrf_token, nothing_stored, photo_bytes, stored_files, upload
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -10,9 +10,9 @@ import sys
 
 import httpx
 import pytest
-from test_app_common import free_port, wait_for
 
 from impasto.cli import main
+from support.shop import free_port, wait_for
 
 
 @pytest.mark.parametrize(("argv", "env", "message"), [
@@ -67,10 +67,10 @@ def served(tmp_path):
     import threading
 
     import uvicorn
-    from test_app_common import NullDispatcher, make_catalog, make_settings
 
     from impasto.service.shop.app import create_app
     from impasto.service.shop.server import uvicorn_config
+    from support.shop import NullDispatcher, make_catalog, make_settings
 
     settings = make_settings(tmp_path, header_timeout_seconds=0.5, body_timeout_seconds=0.5)
     app = create_app(settings, catalog=make_catalog(tmp_path), dispatcher=NullDispatcher())

@@ -8,10 +8,14 @@ import re
 import threading
 import time
 
-import test_app_common  # the shared app fixtures (see its docstring)
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from test_app_common import (
+
+import support.shop as app_common
+from impasto.service.core import jobs
+from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
+from impasto.service.shop.app import create_app, shop_of
+from support.shop import (
     ADMIN_PASSWORD,
     CSRF,
     PUBLIC_URL,
@@ -24,11 +28,6 @@ from test_app_common import (
     wait_for,
 )
 
-from impasto.service.core import jobs
-from impasto.service.shop.app import create_app, shop_of
-from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
-
-web, smtp_box = test_app_common.web, test_app_common.smtp_box
 ADMIN = ("admin", ADMIN_PASSWORD)
 
 
@@ -158,7 +157,7 @@ def test_the_admin_adds_and_removes_styles(web):
 def test_without_smtp_mails_wait_in_the_outbox_and_go_out_later(tmp_path, smtp_box):
     settings = make_settings(tmp_path)
     catalog = make_catalog(tmp_path)
-    with TestClient(create_app(settings, catalog=catalog, dispatcher=test_app_common.NullDispatcher())) as client:
+    with TestClient(create_app(settings, catalog=catalog, dispatcher=app_common.NullDispatcher())) as client:
         shop = shop_of(client.app)
         portrait = new_portrait(client, shop)
         with shop.sessions() as session:          # as the worker does when the previews are done
@@ -172,7 +171,7 @@ def test_without_smtp_mails_wait_in_the_outbox_and_go_out_later(tmp_path, smtp_b
             assert (mail.status, mail.attempts) == (EmailStatus.PENDING, 0)
     smtp_url, box = smtp_box
     app = create_app(settings.model_copy(update={"smtp_url": smtp_url}), catalog=catalog,
-                     dispatcher=test_app_common.NullDispatcher())
+                     dispatcher=app_common.NullDispatcher())
     shop_of(app).outbox_seconds = 0.05
     with TestClient(app):
         wait_for(lambda: box.messages, "the waiting mail")

@@ -7,17 +7,14 @@ import time
 from collections import Counter
 
 import pytest
-import test_models  # the shared database fixtures (see its docstring)
 from sqlalchemy import func, select
-from test_models import add_portrait
 
 from impasto.service.core import jobs
 from impasto.service.core.dispatch import Dispatcher, LocalDispatcher
 from impasto.service.core.models import Job, JobKind, JobStatus
+from support.db import add_portrait
 
 WAIT_SECONDS = 30   # a generous ceiling for work that takes well under a second; never a timing claim
-
-database_url, engine, sessions = test_models.database_url, test_models.engine, test_models.sessions
 
 
 def enqueue(sessions, kind=JobKind.PREVIEW, count=1) -> list[int]:

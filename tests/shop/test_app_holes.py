@@ -5,19 +5,17 @@ sessions after logout, CSRF pairs planted by a stranger, lockouts and Basic brut
 from __future__ import annotations
 
 import pytest
-import test_app_common  # the shared app fixtures (see its docstring)
 from fastapi.testclient import TestClient
-from test_app_common import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
 
+import support.shop as app_common
 from impasto.service.core import jobs
-from impasto.service.shop import security
 from impasto.service.core.models import JobKind, OrderStatus
+from impasto.service.shop import security
+from support.shop import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
 
 ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options")
 HUGE = str(2**70)
-
-web = test_app_common.web
 
 
 def lenient(client) -> TestClient:
@@ -218,9 +216,9 @@ def test_a_strangers_csrf_pair_planted_into_the_admins_browser_fails(web):
 def test_cookies_carry_the_host_prefix_on_https(tmp_path):
     from impasto.service.shop.app import create_app
 
-    settings = test_app_common.make_settings(tmp_path, public_url="https://shop.example",
+    settings = app_common.make_settings(tmp_path, public_url="https://shop.example",
                                              admin_password=ADMIN_PASSWORD)
-    app = create_app(settings, catalog=test_app_common.make_catalog(tmp_path), dispatcher=test_app_common.NullDispatcher())
+    app = create_app(settings, catalog=app_common.make_catalog(tmp_path), dispatcher=app_common.NullDispatcher())
     with TestClient(app, base_url="https://shop.example") as client:
         page = client.get("/admin/login")
         assert page.headers["set-cookie"].startswith("__Host-impasto_csrf=")
