@@ -133,6 +133,18 @@ def chromium_path() -> str:
 
 # --- servers the core's, the shop's and the e2e tests share -----------------------------
 
+@pytest.fixture
+def sqlite_sessions(tmp_path):
+    """A session factory on a migrated SQLite file of this test's own, ``tmp_path / "impasto.db"``."""
+    from impasto.service.core.db import make_engine, migrate, session_factory
+
+    url = f"sqlite:///{tmp_path / 'impasto.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint():
     """A real moto S3 server over HTTP on a free port, with dummy AWS credentials."""

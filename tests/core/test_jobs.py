@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from impasto.errors import ParamError
-from impasto.service.core import jobs
+from impasto.service.core import jobs, orders, outbox, workers
 from impasto.service.core.models import (
     Email,
     EmailStatus,
@@ -284,7 +284,7 @@ def test_orders_move_along_their_life_cycle(sessions):
     with sessions() as session:
         order = add_order(session, add_portrait(session))
         for status in ("rendering", "ready", "ready", "printed", "shipped"):
-            order = jobs.set_order_status(session=session, order_id=order.id, status=status)
+            order = orders.set_order_status(session=session, order_id=order.id, status=status)
         session.commit()
         assert order.status is OrderStatus.SHIPPED
         assert order.ready_at and order.printed_at and order.shipped_at and not order.cancelled_at
@@ -293,20 +293,20 @@ def test_orders_move_along_their_life_cycle(sessions):
 def test_an_invalid_order_transition_is_a_clear_error(sessions):
     with sessions() as session:
         order = add_order(session, add_portrait(session))
-        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.CANCELLED)
-        with pytest.raises(jobs.OrderStatusError, match=r"cannot go from cancelled to ready \(allowed from "
+        orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.CANCELLED)
+        with pytest.raises(orders.OrderStatusError, match=r"cannot go from cancelled to ready \(allowed from "
                                                         r"cancelled: none \(final\)\)"):
-            jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
+            orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
     with sessions() as session:
         order = add_order(session, add_portrait(session))
-        with pytest.raises(jobs.OrderStatusError, match="allowed from ordered: cancelled, rendering"):
-            jobs.set_order_status(session=session, order_id=order.id, status="shipped")
+        with pytest.raises(orders.OrderStatusError, match="allowed from ordered: cancelled, rendering"):
+            orders.set_order_status(session=session, order_id=order.id, status="shipped")
 
 
 # --- the mail outbox ---------------------------------------------------------------------
 
 def queue(session, key="print_ready:IMP-AAAA-BBBB", **options) -> bool:
-    return jobs.queue_email(session=session, dedupe_key=key, to="ada@example.com", template="print_ready",
+    return outbox.queue_email(session=session, dedupe_key=key, to="ada@example.com", template="print_ready",
                             context={"order": "IMP-AAAA-BBBB"}, **options)
 
 
@@ -339,7 +339,7 @@ def test_a_send_that_fails_twice_then_succeeds_delivers_once_with_backoff(sessio
 
     def deliver(seconds: float) -> int:
         with sessions() as session:
-            return jobs.deliver_pending(session=session, send=send, now=t0 + timedelta(seconds=seconds))
+            return outbox.deliver_pending(session=session, send=send, now=t0 + timedelta(seconds=seconds))
 
     def row() -> Email:
         with sessions() as session:
@@ -367,15 +367,16 @@ def test_an_email_that_never_goes_through_is_kept_as_failed(sessions):
 
     with sessions() as session:
         for attempt in range(3):
-            jobs.deliver_pending(session=session, send=send, now=t0 + timedelta(days=attempt), max_attempts=3)
+            outbox.deliver_pending(session=session, send=send, now=t0 + timedelta(days=attempt),
+                                   max_attempts=3)
         email = session.scalars(select(Email)).one()
     assert (email.status, email.attempts) == (EmailStatus.FAILED, 3)
     assert "no route to host" in email.last_error
 
 
 def test_retry_delays_grow_exponentially_to_a_cap():
-    assert [jobs.retry_delay_seconds(n) for n in (1, 2, 3)] == [60, 120, 240]
-    assert jobs.retry_delay_seconds(50) == jobs.EMAIL_RETRY_MAX_SECONDS
+    assert [outbox.retry_delay_seconds(n) for n in (1, 2, 3)] == [60, 120, 240]
+    assert outbox.retry_delay_seconds(50) == outbox.EMAIL_RETRY_MAX_SECONDS
 
 
 # --- workers -----------------------------------------------------------------------------
@@ -383,13 +384,13 @@ def test_retry_delays_grow_exponentially_to_a_cap():
 def test_worker_rows_track_heartbeats_and_jobs_done(sessions, portrait_id):
     job_id, = enqueue(sessions, portrait_id)
     with sessions() as session:
-        jobs.register_worker(session=session, name="gpu-1", host="h", device="cuda:0", queues=["preview"],
+        workers.register_worker(session=session, name="gpu-1", host="h", device="cuda:0", queues=["preview"],
                              memory_bytes=80 << 30)
-        jobs.worker_seen(session=session, name="gpu-1", current_job_id=job_id)
-        jobs.worker_seen(session=session, name="gpu-1", current_job_id=None, finished_job=True)
-        jobs.register_worker(session=session, name="gpu-1", host="h", device="cuda:0",
+        workers.worker_seen(session=session, name="gpu-1", current_job_id=job_id)
+        workers.worker_seen(session=session, name="gpu-1", current_job_id=None, finished_job=True)
+        workers.register_worker(session=session, name="gpu-1", host="h", device="cuda:0",
                              queues=["preview", "print"])
         worker = session.scalars(select(Worker)).one()
         assert (worker.queues, worker.jobs_done, worker.current_job_id) == (["preview", "print"], 0, None)
-        jobs.remove_worker(session=session, name="gpu-1")
+        workers.remove_worker(session=session, name="gpu-1")
         assert session.scalars(select(Worker)).all() == []

@@ -17,9 +17,8 @@ from sqlalchemy import select, update
 
 from impasto.catalog import Catalog
 from impasto.config import Settings
-from impasto.service.core import jobs
+from impasto.service.core import jobs, orders
 from impasto.service.core import render_job as worker
-from impasto.service.core.db import make_engine, migrate, session_factory
 from impasto.service.core.models import Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 from impasto.service.core.storage import LocalStorage
 from impasto.state import load_state
@@ -47,15 +46,6 @@ def shop(tmp_path):
     settings = Settings(data_dir=tmp_path, public_url="http://shop.test/", preview_size=48,
                         preview_iterations=3)
     return {"storage": storage, "catalog": catalog, "settings": settings}
-
-
-@pytest.fixture
-def sqlite_sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shop.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def new_portrait(sessions) -> int:
@@ -150,7 +140,7 @@ def test_a_print_continues_its_preview_and_readies_the_order(sqlite_sessions, sh
     with sqlite_sessions() as session:
         order = add_order(session, session.get(Portrait, portrait_id),
                           preview_job_id=preview, print_job_id=print_)
-        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+        orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
         session.commit()
     progress_calls.clear()
     assert claim_and_run(sqlite_sessions, shop, print_, progress_seconds=0) is JobStatus.DONE

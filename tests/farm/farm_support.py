@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from impasto.service.core.db import make_engine, migrate, session_factory
 from impasto.service.core.models import Email, Job, JobKind, Portrait, Worker
 from impasto.service.farm.dispatcher import CeleryDispatcher
 from support.db import postgres_schema
+from support.net import wait_until  # noqa: F401 - the farm's tests take it from here
 
 HERE = Path(__file__).resolve().parent
 IMPASTO = str(Path(sys.executable).with_name("impasto"))
@@ -52,18 +52,6 @@ def png_bytes(width: int, height: int, seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def wait_until(condition, what: str, *, seconds: float, on_timeout=None, poll: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            details = on_timeout() if on_timeout else ""
-            pytest.fail(f"gave up after {seconds:.0f} s waiting for {what}\n{details}", pytrace=False)
-        time.sleep(poll)
 
 
 # --- isolated brokers and databases ------------------------------------------------------

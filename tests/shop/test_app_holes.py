@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import support.shop as app_common
-from impasto.service.core import jobs
+from impasto.service.core import orders
 from impasto.service.core.models import JobKind, OrderStatus
 from impasto.service.shop import security
 from support.shop import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
@@ -117,7 +117,7 @@ def test_a_cancelled_orders_print_is_not_reachable_as_a_picture(web):
     client, shop = web
     portrait, order = ordered(client, shop)
     with shop.sessions() as session:
-        row = jobs.set_order_status(session=session, order_id=_order_id(shop),
+        row = orders.set_order_status(session=session, order_id=_order_id(shop),
                                     status=OrderStatus.CANCELLED)
         print_job = row.print_job_id
         session.commit()

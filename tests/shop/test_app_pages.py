@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 import support.shop as app_common
-from impasto.service.core import jobs
+from impasto.service.core import jobs, orders, outbox, workers
 from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
 from impasto.service.shop.app import create_app, shop_of
 from support.shop import (
@@ -161,7 +161,7 @@ def test_without_smtp_mails_wait_in_the_outbox_and_go_out_later(tmp_path, smtp_b
         shop = shop_of(client.app)
         portrait = new_portrait(client, shop)
         with shop.sessions() as session:          # as the worker does when the previews are done
-            jobs.queue_email(session=session, dedupe_key="previews_ready:1", to="ada@example.com",
+            outbox.queue_email(session=session, dedupe_key="previews_ready:1", to="ada@example.com",
                              template="previews_ready",
                              context={"portrait": portrait["id"], "portrait_url": PUBLIC_URL + portrait["url"]})
             session.commit()
@@ -212,8 +212,8 @@ def test_the_stream_stays_open_between_a_print_finishing_and_its_order_becoming_
     assert view["orders"][0]["download_url"] is None and view["done"] is False
     with shop.sessions() as session:                       # the second: the order is ready
         order = session.scalars(select(Order)).one()
-        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
-        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
+        orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+        orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
         session.commit()
     view = client.get(f"/api/v1/portraits/{portrait['id']}").json()
     assert view["orders"][0]["download_url"] and view["done"] is True
@@ -226,9 +226,9 @@ def test_the_admin_shows_each_worker_and_a_vanished_one_as_gone(web):
 
     client, shop = web
     with shop.sessions() as session:
-        jobs.register_worker(session=session, name="titan:4242:0", host="titan", device="cuda:0",
+        workers.register_worker(session=session, name="titan:4242:0", host="titan", device="cuda:0",
                              queues=["preview", "print"], memory_bytes=12 * 2**30)
-        jobs.register_worker(session=session, name="gtx970:77:0", host="gtx970", device="cuda:0",
+        workers.register_worker(session=session, name="gtx970:77:0", host="gtx970", device="cuda:0",
                              queues=["preview"], memory_bytes=4 * 2**30, now=utcnow() - timedelta(hours=1))
     page = client.get("/admin", auth=ADMIN).text
     titan = page[page.index('data-worker="titan:4242:0"'):]

@@ -10,20 +10,18 @@ import email
 import email.policy
 import io
 import re
-import time
 
 import numpy as np
-import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
-from impasto.service.core import jobs
+from impasto.service.core import jobs, orders
 from impasto.service.core import render_job as worker
 from impasto.service.core.models import Job, JobKind, Order, OrderStatus, Portrait
 from support.db import postgres_schema  # noqa: F401 - the shop's tests take it from here too
-from support.net import free_port  # noqa: F401 - likewise
+from support.net import free_port, wait_until  # noqa: F401 - likewise
 
 WAIT_SECONDS = 120      # a ceiling for renders that take seconds; never a timing claim
 SECRET = "test-secret-key-0123456789abcdef"
@@ -88,8 +86,8 @@ def finish_jobs(shop, kind: JobKind = JobKind.PREVIEW) -> list[int]:
             done.append(job.id)
             order = session.scalars(select(Order).where(Order.print_job_id == job.id)).one_or_none()
             if order is not None:
-                jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
-                jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
+                orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+                orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
                 session.commit()
     return done
 
@@ -117,14 +115,7 @@ def nothing_stored(shop) -> bool:
 
 
 def wait_for(condition, what: str, seconds: float = WAIT_SECONDS):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
+    return wait_until(condition, what, seconds=seconds)
 
 
 def read_events(client, url: str) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from impasto.service.core import jobs
+from impasto.service.core import jobs, workers
 from impasto.service.core.models import Job, JobKind, Worker, utcnow
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class LocalDispatcher:
                 if count:
                     log.warning("requeued %d job(s) left running by an earlier process", count)
             for name in self.names:
-                jobs.register_worker(session=session, name=name, host=self.host, device=self.device,
+                workers.register_worker(session=session, name=name, host=self.host, device=self.device,
                                      queues=[kind.value for kind in self.kinds],
                                      memory_bytes=self.memory_bytes)
         self._threads = [threading.Thread(target=self._loop, args=(name, wake), daemon=True,
@@ -162,7 +162,7 @@ class LocalDispatcher:
         with self.session_factory() as session:
             for name in self.names:
                 if name not in still_running:
-                    jobs.remove_worker(session=session, name=name)
+                    workers.remove_worker(session=session, name=name)
         if still_running:
             log.warning("render thread(s) %s still running after %s s", ", ".join(still_running),
                         timeout_seconds)
@@ -202,7 +202,7 @@ class LocalDispatcher:
 
     def _idle(self, name: str) -> None:
         with self.session_factory() as session:
-            jobs.worker_seen(session=session, name=name, current_job_id=None)
+            workers.worker_seen(session=session, name=name, current_job_id=None)
             with self._stale_lock:
                 due = self._stale_check.due()
             if due:
@@ -219,7 +219,7 @@ class LocalDispatcher:
 
     def _seen(self, name: str, job_id: int | None, *, finished_job: bool = False) -> None:
         with self.session_factory() as session:
-            jobs.worker_seen(session=session, name=name, current_job_id=job_id, finished_job=finished_job)
+            workers.worker_seen(session=session, name=name, current_job_id=job_id, finished_job=finished_job)
 
     def _safely(self, step: Callable, *args, **kwargs):
         """Run a bookkeeping step; a database hiccup is logged and the loop carries on."""

@@ -1,5 +1,8 @@
 """The job table as a queue: enqueue, claim, progress, finish, fail, cancel, requeue.
 
+Its neighbours: ``orders`` (an order's status machine), ``outbox`` (the mail queue) and
+``workers`` (the rows the admin lists).
+
 The table is the source of truth in both modes (embedded threads, Celery farm), so every
 transition is one conditional UPDATE (compare-and-set on ``status``, and on ``worker``
 when a caller fences its writes): correct under concurrency on PostgreSQL and SQLite
@@ -8,11 +11,11 @@ alike, and on SQLite each write transaction starts with its write (see ``db``).
 Who commits:
 
 - Worker-side steps commit (``claim``, ``heartbeat``, ``report_progress``, ``finish``,
-  ``fail``, ``mark_cancelled``, ``release``, ``requeue_stale``, ``deliver_pending``, the
-  worker-row helpers): others must see each step at once, and a render must never hold a
+  ``fail``, ``mark_cancelled``, ``release``, ``requeue_stale``, ``outbox.deliver_pending``,
+  the ``workers`` helpers): others must see each step at once, and a render must never hold a
   write lock on SQLite while it runs.
 - Request-side helpers only flush (``enqueue``, ``cancel``, ``rerun``,
-  ``set_order_status``, ``queue_email``): the request commits, so a portrait and its
+  ``orders.set_order_status``, ``outbox.queue_email``): the request commits, so a portrait and its
   preview jobs, or an order, its print job and its new status, appear together or not at all.
 
 Priorities: smaller runs first (previews 0, prints 10), then oldest first.
@@ -27,21 +30,17 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
-from impasto.errors import JobError, OrderStatusError
+from impasto.errors import JobError
 from impasto.service.core.models import (
     DEFAULT_MAX_ATTEMPTS,
     PREVIEW_PRIORITY,
     PRINT_PRIORITY,
-    Email,
-    EmailStatus,
     Job,
     JobKind,
     JobStatus,
-    Order,
-    OrderStatus,
     Worker,
     utcnow,
 )
@@ -50,24 +49,9 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300            # a running job whose lease is not renewed for this long is requeued
 PROGRESS_SECONDS = 1.0         # at most one progress write per job per second
-EMAIL_RETRY_SECONDS = 60       # first retry after a minute, doubling ...
-EMAIL_RETRY_MAX_SECONDS = 6 * 3600   # ... up to six hours
-EMAIL_MAX_ATTEMPTS = 10        # about 14 hours of SMTP outage before an email is marked failed
-EMAIL_SEND_LEASE_SECONDS = 300  # a message being sent is not picked by another sender meanwhile
 MAX_ERROR_CHARS = 4000
 FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.ORDERED: frozenset({OrderStatus.RENDERING, OrderStatus.CANCELLED}),
-    OrderStatus.RENDERING: frozenset({OrderStatus.READY, OrderStatus.CANCELLED}),
-    # READY → RENDERING: the print is re-rendered (a re-run) before it goes to the printer
-    OrderStatus.READY: frozenset({OrderStatus.PRINTED, OrderStatus.RENDERING, OrderStatus.CANCELLED}),
-    OrderStatus.PRINTED: frozenset({OrderStatus.SHIPPED}),
-    OrderStatus.SHIPPED: frozenset(),
-    OrderStatus.CANCELLED: frozenset(),
-}
-_ORDER_TIMESTAMPS = {OrderStatus.READY: "ready_at", OrderStatus.PRINTED: "printed_at",
-                     OrderStatus.SHIPPED: "shipped_at", OrderStatus.CANCELLED: "cancelled_at"}
 
 
 class Throttle:
@@ -332,152 +316,3 @@ def _get(session: Session, job_id: int) -> Job:
     if job is None:
         raise JobError(f"no job {job_id}")
     return job
-
-
-# --- orders ------------------------------------------------------------------------------
-
-def set_order_status(*, session: Session, order_id: int, status: OrderStatus | str,
-                     now: datetime | None = None) -> Order:
-    """Move an order along ordered → rendering → ready → printed → shipped (or cancelled).
-
-    Setting the status it already has is a no-op (a re-run print finishing twice); any
-    other step outside ``ORDER_TRANSITIONS`` is an OrderStatusError. Flushes; the caller commits.
-    """
-    status, now = OrderStatus(status), now or utcnow()
-    order = session.get(Order, order_id, populate_existing=True)
-    if order is None:
-        raise OrderStatusError(f"no order {order_id}")
-    current = order.status
-    if status is current:
-        return order
-    if status not in ORDER_TRANSITIONS[current]:
-        allowed = ", ".join(sorted(s.value for s in ORDER_TRANSITIONS[current])) or "none (final)"
-        raise OrderStatusError(f"order {order.number}: cannot go from {current.value} to {status.value} "
-                               f"(allowed from {current.value}: {allowed})")
-    values = {"status": status, "updated_at": now}
-    if status in _ORDER_TIMESTAMPS:
-        values[_ORDER_TIMESTAMPS[status]] = now
-    result = session.execute(update(Order).where(Order.id == order_id, Order.status == current)
-                             .values(**values).execution_options(synchronize_session=False))
-    if result.rowcount == 0:
-        raise OrderStatusError(f"order {order.number} changed status meanwhile; try again")
-    session.refresh(order)
-    log.info("order %s: %s → %s", order.number, current.value, status.value)
-    return order
-
-
-# --- the mail outbox ---------------------------------------------------------------------
-
-def queue_email(*, session: Session, dedupe_key: str, to: str, template: str,
-                context: dict[str, Any] | None = None, now: datetime | None = None) -> bool:
-    """Put a message in the outbox once per ``dedupe_key``; True when it was new. Flushes only.
-
-    ``INSERT … ON CONFLICT DO NOTHING`` rather than catching IntegrityError: a failed
-    insert would abort the caller's whole transaction on PostgreSQL.
-    """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(f"queue_email on {dialect}")
-    statement = (insert(Email).values(dedupe_key=dedupe_key, to=to, template=template,
-                                      context=json.loads(json.dumps(context or {})),
-                                      next_attempt_at=now or utcnow(), created_at=now or utcnow())
-                 .on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Email.id))
-    new = session.execute(statement).scalar_one_or_none() is not None
-    if new:
-        log.info("email %s queued (%s to %s)", dedupe_key, template, to)
-    return new
-
-
-def deliver_pending(*, session: Session, send: Callable[[Email], None], now: datetime | None = None,
-                    limit: int = 100, max_attempts: int = EMAIL_MAX_ATTEMPTS) -> int:
-    """Send due outbox rows with ``send(row)``; commits after each step. Returns how many were sent.
-
-    Each row is first claimed (its next attempt pushed past the send) and committed, then
-    sent outside any transaction (SMTP may be slow), then marked. ``send`` raising only
-    reschedules the row, with exponential backoff, and after ``max_attempts`` marks it
-    failed (kept, for the admin): an SMTP outage loses nothing. A crash during a send
-    leaves the row to be retried after ``EMAIL_SEND_LEASE_SECONDS``: at least once delivery.
-    """
-    due_at = now or utcnow()
-    due = select(Email.id).where(Email.status == EmailStatus.PENDING, Email.next_attempt_at <= due_at)
-    ids = session.scalars(due.order_by(Email.next_attempt_at, Email.id).limit(limit)).all()
-    session.commit()
-    sent = 0
-    for email_id in ids:
-        email = _claim_email(session, email_id, now or utcnow())
-        if email is None:
-            continue
-        try:
-            send(email)
-        except Exception as exc:  # noqa: BLE001 - any failure of a send is retried, never lost
-            _email_failed(session, email, exc, now or utcnow(), max_attempts)
-        else:
-            session.execute(update(Email).where(Email.id == email_id)
-                            .values(status=EmailStatus.SENT, sent_at=now or utcnow(), last_error=None))
-            session.commit()
-            sent += 1
-            log.info("email %s sent to %s", email.dedupe_key, email.to)
-    return sent
-
-
-def _claim_email(session: Session, email_id: int, now: datetime) -> Email | None:
-    statement = (update(Email).where(Email.id == email_id, Email.status == EmailStatus.PENDING,
-                                     Email.next_attempt_at <= now)
-                 .values(attempts=Email.attempts + 1,
-                         next_attempt_at=now + timedelta(seconds=EMAIL_SEND_LEASE_SECONDS))
-                 .returning(Email.id).execution_options(synchronize_session=False))
-    claimed = session.execute(statement).scalar_one_or_none()
-    session.commit()
-    return None if claimed is None else session.get(Email, email_id, populate_existing=True)
-
-
-def _email_failed(session: Session, email: Email, exc: Exception, now: datetime, max_attempts: int) -> None:
-    final = email.attempts >= max_attempts
-    delay_seconds = retry_delay_seconds(email.attempts)
-    session.execute(update(Email).where(Email.id == email.id).values(
-        status=EmailStatus.FAILED if final else EmailStatus.PENDING,
-        last_error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
-        next_attempt_at=now + timedelta(seconds=delay_seconds)))
-    session.commit()
-    log.warning("email %s to %s: send failed (attempt %s): %s; %s", email.dedupe_key, email.to,
-                email.attempts, exc, "giving up" if final else f"retrying in {delay_seconds:.0f} s")
-
-
-def retry_delay_seconds(attempts: int) -> float:
-    """Exponential backoff after ``attempts`` failed sends: 60 s, 120 s, 240 s … up to 6 h."""
-    return min(EMAIL_RETRY_SECONDS * 2.0 ** max(attempts - 1, 0), EMAIL_RETRY_MAX_SECONDS)
-
-
-# --- workers -----------------------------------------------------------------------------
-
-def register_worker(*, session: Session, name: str, host: str, device: str, queues: Iterable[str],
-                    memory_bytes: int | None = None, now: datetime | None = None) -> Worker:
-    """Create or refresh the row of a worker that is starting; commits."""
-    now = now or utcnow()
-    worker = session.scalars(select(Worker).where(Worker.name == name)).one_or_none()
-    if worker is None:
-        worker = Worker(name=name)
-        session.add(worker)
-    worker.host, worker.device, worker.memory_bytes, worker.queues = host, device, memory_bytes, list(queues)
-    worker.current_job_id, worker.jobs_done, worker.started_at, worker.last_heartbeat_at = None, 0, now, now
-    session.commit()
-    return worker
-
-
-def worker_seen(*, session: Session, name: str, current_job_id: int | None, finished_job: bool = False,
-                now: datetime | None = None) -> None:
-    """A worker's heartbeat: what it runs now, and one more job done when it just finished one."""
-    values: dict[str, Any] = {"last_heartbeat_at": now or utcnow(), "current_job_id": current_job_id}
-    if finished_job:
-        values["jobs_done"] = Worker.jobs_done + 1
-    session.execute(update(Worker).where(Worker.name == name).values(**values))
-    session.commit()
-
-
-def remove_worker(*, session: Session, name: str) -> None:
-    session.execute(delete(Worker).where(Worker.name == name))
-    session.commit()

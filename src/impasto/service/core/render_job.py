@@ -4,7 +4,7 @@
 and the job's own options, stores the result under ``jobs/<id>/result.png`` (a re-run
 overwrites it) and a resumable state under ``jobs/<id>/state.safetensors``, marks the job
 done and queues the customer's email in the outbox (sent later by whoever runs
-``jobs.deliver_pending``, never here).
+``outbox.deliver_pending``, never here).
 
 - A print continues its preview: it starts from the preview's state (same seed and
   options) and renders only the scales above the preview's size.
@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled, RenderDiverged
-from impasto.service.core import jobs
+from impasto.service.core import jobs, orders, outbox
 from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def _previews_ready(session: Session, portrait_id: int, settings: Settings) -> N
         return
     portrait = session.get(Portrait, portrait_id)
     url = settings.public_url.rstrip("/") + PORTRAIT_PATH.format(public_id=portrait.public_id)
-    jobs.queue_email(session=session, dedupe_key=f"previews_ready:{portrait_id}", to=portrait.email,
+    outbox.queue_email(session=session, dedupe_key=f"previews_ready:{portrait_id}", to=portrait.email,
                      template="previews_ready", context={"portrait": portrait.public_id, "portrait_url": url})
 
 
@@ -354,14 +354,14 @@ def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
         return
     try:
         if order.status is OrderStatus.ORDERED:
-            jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
-        jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
-    except jobs.OrderStatusError as exc:   # printed or shipped already: a re-render; no new email
+            orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+        orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
+    except orders.OrderStatusError as exc:   # printed or shipped already: a re-render; no new email
         log.info("print job %s done: %s", job_id, exc)
         return
     public_id = order.portrait.public_id
     url = settings.public_url.rstrip("/") + DOWNLOAD_PATH.format(public_id=public_id, number=order.number)
-    jobs.queue_email(session=session, dedupe_key=f"print_ready:{order.number}", to=order.portrait.email,
+    outbox.queue_email(session=session, dedupe_key=f"print_ready:{order.number}", to=order.portrait.email,
                      template="print_ready",
                      context={"order": order.number, "portrait": public_id, "name": order.shipping_name,
                               "size": order.print_size, "download_url": url,

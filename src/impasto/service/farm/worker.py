@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from impasto.service.core import jobs
+from impasto.service.core import jobs, workers
 from impasto.service.core.models import Job, JobKind, JobStatus, Worker, utcnow
 from impasto.service.farm import celery_app
 from impasto.service.farm.celery_app import QUEUES, FarmError
@@ -222,7 +222,7 @@ class WorkerRuntime:
     def _seen(self, job_id: int | None, *, finished_job: bool = False) -> None:
         try:
             with self.resources().sessions() as session:
-                jobs.worker_seen(session=session, name=self.config.name, current_job_id=job_id,
+                workers.worker_seen(session=session, name=self.config.name, current_job_id=job_id,
                                  finished_job=finished_job)
         except Exception:
             log.exception("worker row of %s not updated", self.config.name)
@@ -232,7 +232,7 @@ class WorkerRuntime:
     def register(self) -> None:
         config = self.config
         with self.resources().sessions() as session:
-            jobs.register_worker(session=session, name=config.name, host=config.host,
+            workers.register_worker(session=session, name=config.name, host=config.host,
                                  device=_device_label(config.machine), queues=config.queues,
                                  memory_bytes=config.machine.memory_bytes)
         log.info("worker %s ready: %s, %.1f GB, queues %s, print budget %s", config.name,
@@ -254,7 +254,7 @@ class WorkerRuntime:
         if remove_row:
             try:
                 with self.resources().sessions() as session:
-                    jobs.remove_worker(session=session, name=self.config.name)
+                    workers.remove_worker(session=session, name=self.config.name)
             except Exception:
                 log.exception("worker row of %s not removed", self.config.name)
 

@@ -101,7 +101,7 @@ class Shop:
 class OutboxSender:
     """A thread that sends due outbox rows every ``interval_seconds`` (``wake()`` to hurry it).
 
-    Without a mailer it only logs, once, that mails wait: ``jobs.deliver_pending`` is not
+    Without a mailer it only logs, once, that mails wait: ``outbox.deliver_pending`` is not
     called, so no row is marked failed for lack of a server.
     """
 
@@ -128,10 +128,10 @@ class OutboxSender:
         self._wake.set()
 
     def deliver_once(self) -> int:
-        from impasto.service.core import jobs
+        from impasto.service.core import outbox
 
         with self.sessions() as session:
-            return jobs.deliver_pending(session=session, send=self._send)
+            return outbox.deliver_pending(session=session, send=self._send)
 
     def _send(self, row) -> None:
         message = self.mailer.compose(row.template, to=row.to, **row.context)

@@ -4,7 +4,7 @@ The shop never sees or stores card data. A provider gets the order when it is pl
 answers with what the customer should see next: instructions (an invoice comes with the
 print) or a URL to a hosted payment page (a card provider's checkout, where the card
 details go straight to the provider). A hosted provider would confirm the payment later
-through its own webhook route, which would call ``jobs.set_order_status`` as the admin does.
+through its own webhook route, which would call ``orders.set_order_status`` as the admin does.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from impasto.errors import ImpastoError
+from impasto.errors import ImpastoError, OrderStatusError
 from impasto.service.core import jobs
 from impasto.service.core.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
+from impasto.service.core.orders import ORDER_TRANSITIONS, set_order_status
 from impasto.service.core.untrusted import parse_id
 from impasto.service.shop import flows, security
 from impasto.service.shop.routes.web import (
@@ -122,7 +123,7 @@ def dashboard(request: Request, session: DB) -> Response:
     context = {"orders": orders, "jobs": _jobs(session), "workers": list_workers(session=session),
                "outbox": {status.value: outbox.get(status, 0) for status in EmailStatus},
                "failed_mail": failed_mail, "steps": ADMIN_ORDER_STEPS,
-               "transitions": jobs.ORDER_TRANSITIONS, "mail_configured": shop_of(request).mailer is not None}
+               "transitions": ORDER_TRANSITIONS, "mail_configured": shop_of(request).mailer is not None}
     return render(request, "admin/dashboard.html", context)
 
 
@@ -158,7 +159,7 @@ def _rerun(request: Request, job_id: int) -> None:
             raise flows.NotReady(str(exc)) from None
         order = session.scalars(select(Order).where(Order.print_job_id == job.id)).one_or_none()
         if job.kind is JobKind.PRINT and order is not None and order.status is OrderStatus.READY:
-            jobs.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
+            set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
         session.commit()
 
 
@@ -196,8 +197,8 @@ async def order_status(order_id: str, request: Request) -> Response:
 def _set_order_status(request: Request, order_id: int, status: OrderStatus) -> None:
     with shop_of(request).sessions() as session:
         try:
-            order = jobs.set_order_status(session=session, order_id=order_id, status=status)
-        except jobs.OrderStatusError as exc:
+            order = set_order_status(session=session, order_id=order_id, status=status)
+        except OrderStatusError as exc:
             raise flows.NotReady(str(exc)) from None
         if status is OrderStatus.CANCELLED and order.print_job_id:
             jobs.cancel(session=session, job_id=order.print_job_id)
