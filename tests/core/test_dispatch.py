@@ -138,3 +138,19 @@ def test_stop_ends_idle_threads_and_refuses_bad_thread_counts(sessions):
     assert not any(thread.name.startswith("impasto-worker") for thread in threading.enumerate())
     with pytest.raises(ValueError):
         LocalDispatcher(session_factory=sessions, run_job=print, threads=0)
+
+
+def test_local_dispatcher_wires_render_job_with_the_shared_stop_event(tmp_path):
+    from impasto.config import Settings
+    from impasto.service.core import render_job
+    from impasto.service.core.dispatch import local_dispatcher
+
+    dispatcher = local_dispatcher(Settings(data_dir=tmp_path, workers=2), session_factory=None, storage="s",
+                                  catalog="c", snapshot_seconds=3.0, run_options={"progress_seconds": 0.5},
+                                  poll_seconds=1.0)
+    run = dispatcher.run_job
+    assert isinstance(dispatcher, LocalDispatcher) and len(dispatcher.names) == 2
+    assert run.func is render_job.run_job and run.keywords["interrupt"] is dispatcher.stopping
+    assert (run.keywords["storage"], run.keywords["snapshot_seconds"], run.keywords["progress_seconds"]) == (
+        "s", 3.0, 0.5)
+    assert dispatcher.poll_seconds == 1.0

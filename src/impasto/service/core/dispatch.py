@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -231,18 +231,19 @@ class LocalDispatcher:
 
 
 def local_dispatcher(settings: Settings, *, session_factory: sessionmaker[Session], storage, catalog: Catalog,
-                     snapshot_seconds: float | None = None, **options) -> LocalDispatcher:
+                     snapshot_seconds: float | None = None, run_options: dict[str, Any] | None = None,
+                     **options) -> LocalDispatcher:
     """Embedded mode's dispatcher: ``settings.workers`` threads running ``render_job.run_job``.
 
     The one place the local dispatcher is wired (the shop's default, and the farm's
     ``make_dispatcher`` without a broker). ``snapshot_seconds`` is for the live tiles;
-    ``options`` go to ``LocalDispatcher``.
+    ``run_options`` go to every ``run_job`` call, ``options`` to ``LocalDispatcher``.
     """
     from impasto.service.core import render_job
 
     stopping = threading.Event()
     run = functools.partial(render_job.run_job, session_factory=session_factory, storage=storage,
                             catalog=catalog, settings=settings, interrupt=stopping,
-                            snapshot_seconds=snapshot_seconds)
+                            snapshot_seconds=snapshot_seconds, **(run_options or {}))
     return LocalDispatcher(session_factory=session_factory, run_job=run, threads=settings.workers,
                            stopping=stopping, **options)

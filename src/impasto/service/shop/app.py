@@ -197,9 +197,8 @@ def _default_dispatcher(settings: Settings, sessions, storage, catalog) -> Dispa
     from impasto.service.core.dispatch import local_dispatcher
 
     if settings.broker_url:
-        from impasto.service.farm.dispatcher import (
-            make_dispatcher,  # the farm (issue 6) owns the broker's wiring
-        )
+        # the farm (issue 6) owns the broker's wiring
+        from impasto.service.farm.dispatcher import make_dispatcher
 
         return make_dispatcher(settings, session_factory=sessions, storage=storage, catalog=catalog,
                                snapshot_seconds=SNAPSHOT_SECONDS)
