@@ -57,7 +57,7 @@ def start_shop(folder: Path, **overrides):
 
     from impasto.catalog import Catalog
     from impasto.config import Settings
-    from impasto.service.app import create_app, shop_of
+    from impasto.service.shop.app import create_app, shop_of
     from impasto.starter import StarterSet
 
     with socket.socket() as sock:
@@ -108,7 +108,7 @@ def all_done(view) -> bool:
 def job_rows(shop, public_id: str):
     from sqlalchemy import select
 
-    from impasto.service.models import Job, Portrait
+    from impasto.service.core.models import Job, Portrait
 
     with shop.sessions() as session:
         portrait = session.scalars(select(Portrait).where(Portrait.public_id == public_id)).one()
@@ -116,7 +116,7 @@ def job_rows(shop, public_id: str):
 
 
 def cancel_all(shop, public_ids: list[str]) -> None:
-    from impasto.service import jobs
+    from impasto.service.core import jobs
 
     with shop.sessions() as session:
         for public_id in public_ids:
@@ -222,7 +222,7 @@ def measure(args, client, base: str, shop, folder: Path) -> tuple[list, dict]:
 def baseline(args, folder: Path, names: list[str], rows: list, scores: dict) -> None:
     """``--baseline-styles`` styles as the shop painted them before: 120 iterations from the photo,
     no sketches; each style's time and score against this run's."""
-    from impasto.service import jobs
+    from impasto.service.core import jobs
 
     base, shop, server, thread, _, _ = start_shop(folder / "baseline", preview_iterations=120, preview_init="image",
                                                   sketches=False)

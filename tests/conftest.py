@@ -139,3 +139,56 @@ def chromium_path() -> str:
     if not os.path.exists(CHROMIUM):
         service_missing(f"Chromium not found at {CHROMIUM} (Debian package 'chromium')")
     return CHROMIUM
+
+
+# --- servers the core's, the shop's and the e2e tests share -----------------------------
+
+@pytest.fixture
+def sqlite_sessions(tmp_path):
+    """A session factory on a migrated SQLite file of this test's own, ``tmp_path / "impasto.db"``."""
+    from impasto.service.core.db import make_engine, migrate, session_factory
+
+    url = f"sqlite:///{tmp_path / 'impasto.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A real moto S3 server over HTTP on a free port, with dummy AWS credentials."""
+    from moto.server import ThreadedMotoServer
+
+    from support.net import free_port
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                            ("AWS_SESSION_TOKEN", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")]:
+            mp.setenv(name, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def smtp_box():
+    """A running SMTP server on 127.0.0.1; yields (smtp URL, MailBox)."""
+    from aiosmtpd.controller import Controller
+
+    from support.net import free_port
+    from support.shop import MailBox
+
+    box = MailBox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}", box
+    finally:
+        controller.stop()

@@ -4,7 +4,15 @@ Nothing heavy happens at import: no model, network or device is touched until a
 function that needs it is called.
 """
 
-from impasto.errors import ImageError, ImpastoError, OutputError, ParamError, RenderCancelled, WeightsError
+from impasto.errors import (
+    ImageError,
+    ImpastoError,
+    OutputError,
+    ParamError,
+    RenderCancelled,
+    RenderDiverged,
+    WeightsError,
+)
 
 __all__ = [
     "ImageError",
@@ -12,6 +20,7 @@ __all__ = [
     "OutputError",
     "ParamError",
     "RenderCancelled",
+    "RenderDiverged",
     "WeightsError",
     "__version__",
 ]

@@ -28,7 +28,7 @@ import torch
 
 from impasto import imaging
 from impasto.engine.params import RenderParams
-from impasto.errors import ImageError, ImpastoError, ParamError
+from impasto.errors import CatalogError, ImageError, ParamError
 
 if TYPE_CHECKING:
     from impasto.starter import StarterSet
@@ -37,17 +37,10 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PRESET_FILE = "preset.json"
 
 
-class CatalogError(ImpastoError):
-    """A style that is missing, already there, or stored badly."""
-
-
 def catalog_dir() -> Path:
-    override = os.environ.get("IMPASTO_CATALOG_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
+    from impasto.config import Locations, load_settings
 
-    return Path(platformdirs.user_data_dir("impasto")) / "styles"
+    return load_settings(Locations).resolved_catalog_dir()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""Settings of the shop and the farm, read from ``IMPASTO_*`` environment variables.
+"""Every ``IMPASTO_*`` environment variable, read in this one place.
 
-Nothing is built at import: ``get_settings()`` reads the environment on first call (tests
-call ``get_settings.cache_clear()`` after changing it). The engine and the CLI's render
-commands never read these; they take their options from ``RenderParams``.
+``Settings`` is the shop's and the farm's; ``Locations`` (which ``Settings`` extends) the two
+folders the CLI's render commands and the engine need, read without the service's variables,
+so a bad shop variable never stops ``impasto render``. Nothing is built at import:
+``get_settings()`` reads the environment on first call (tests call
+``get_settings.cache_clear()`` after changing it); ``load_settings()`` is the CLI's, with a
+one-line ``ConfigError`` for a bad value. Render options come from ``RenderParams``, not from here.
+
+Not yet read here: ``engine/weights.py`` reads ``IMPASTO_CACHE_DIR`` itself (the engine's
+owner moves it to ``Locations.cache_dir``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from impasto.errors import ConfigError
 
 
 def _data_dir() -> Path:
@@ -35,10 +43,27 @@ DEFAULT_PRINTS = [
 ]
 
 
-class Settings(BaseSettings):
-    """Everything the service needs to know about its surroundings."""
+class Locations(BaseSettings):
+    """Folders the CLI and the engine use, shop or no shop."""
 
     model_config = SettingsConfigDict(env_prefix="IMPASTO_", extra="ignore")
+
+    catalog_dir: str = ""             # the styles; default: <user data dir>/styles
+    cache_dir: str = ""               # converted weights; default: the user cache dir
+
+    def resolved_catalog_dir(self) -> Path:
+        return Path(self.catalog_dir) if self.catalog_dir else _data_dir() / "styles"
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("impasto"))
+
+
+class Settings(Locations):
+    """Everything the service needs to know about its surroundings."""
 
     # where things live: one machine needs none of these set
     data_dir: Path = Field(default_factory=_data_dir)
@@ -90,3 +115,18 @@ class Settings(BaseSettings):
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def load_settings(cls: type[Settings] = Settings) -> Settings:
+    """``cls()`` from the environment, a bad value a ``ConfigError`` naming its variable."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return cls()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "IMPASTO_" + "_".join(str(part) for part in error["loc"][:1]).upper()
+        raise ConfigError(f"configuration: {name}: {error['msg']}") from None
+    except SettingsError as exc:     # a value that is not valid JSON where JSON is expected
+        raise ConfigError(f"configuration: {exc} (IMPASTO_* variables)") from None

@@ -15,14 +15,10 @@ from pathlib import Path
 import torch
 
 from impasto.engine.params import RenderParams
-from impasto.errors import ImpastoError, OutputError
+from impasto.errors import OutputError, StateError
 from impasto.files import atomic_path
 
 FORMAT = "impasto-state-1"
-
-
-class StateError(ImpastoError):
-    """A state file that is missing or not an impasto render state."""
 
 
 @dataclass

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-import test_app_common
-from test_app_common import free_port, wait_for
+import support.shop as app_common
+from support.shop import free_port, wait_for
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
@@ -19,11 +19,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def docs_server(tmp_path):
     import uvicorn
 
-    from impasto.service.app import create_app
+    from impasto.service.shop.app import create_app
 
-    settings = test_app_common.make_settings(tmp_path)
-    app = create_app(settings, catalog=test_app_common.make_catalog(tmp_path),
-                     dispatcher=test_app_common.NullDispatcher())
+    settings = app_common.make_settings(tmp_path)
+    app = create_app(settings, catalog=app_common.make_catalog(tmp_path),
+                     dispatcher=app_common.NullDispatcher())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -19,11 +19,9 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-import test_app_common
-from test_app_common import free_port, wait_for
-
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
+from support.shop import free_port, wait_for
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -32,15 +30,13 @@ STYLES = {"starry": ("starry_night.jpg", "The Starry Night"), "scream": ("the_sc
 LOADED = "() => [...document.querySelectorAll('.tile-preview')].every(i => i.complete && i.naturalWidth > 0)"
 TIMEOUT_MS = 180_000     # a ceiling for tiny renders on a busy CPU; never a timing claim
 
-smtp_box = test_app_common.smtp_box
-
 
 @pytest.fixture
 def shop_server(tmp_path, shared_images, smtp_box):
     """The app under uvicorn on a free port; yields (base URL, MailBox)."""
     import uvicorn
 
-    from impasto.service.app import create_app, shop_of
+    from impasto.service.shop.app import create_app, shop_of
 
     catalog = Catalog(tmp_path / "styles")
     for name, (filename, title) in STYLES.items():

@@ -13,11 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-from test_app_common import free_port, wait_for
 from test_browser import LOADED, TIMEOUT_MS, browser, shoot, shots, watch_errors  # noqa: F401 - fixtures
 
 from impasto.config import Settings, get_settings
 from impasto.starter import STARTER_STYLES
+from support.shop import free_port, wait_for
 
 SKETCH_CEILING_MS = 30_000   # "within a few seconds" on an idle machine; a ceiling here, never a timing claim
 
@@ -27,7 +27,7 @@ def fresh_shop(tmp_path, monkeypatch):
     """``impasto serve`` on an empty data dir and catalog: only the starter styles to sell."""
     import uvicorn
 
-    from impasto.service.app import create_app
+    from impasto.service.shop.app import create_app
 
     monkeypatch.setenv("IMPASTO_CATALOG_DIR", str(tmp_path / "styles"))
     monkeypatch.setenv("IMPASTO_CACHE_DIR", str(tmp_path / "cache"))      # a fresh install's: weights too

@@ -7,7 +7,7 @@ Everything else is the real `impasto worker`; only ``worker._render`` is wrapped
 import os
 import signal
 
-from impasto.service import worker
+from impasto.service.core import render_job as worker
 
 _real_render = worker._render
 

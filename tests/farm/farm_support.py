@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -27,13 +26,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import make_url, select, text
+from sqlalchemy import select
 
 from impasto.catalog import Catalog
-from impasto.service import jobs
-from impasto.service.db import make_engine, migrate, session_factory
-from impasto.service.farm import CeleryDispatcher
-from impasto.service.models import Email, Job, JobKind, Portrait, Worker
+from impasto.service.core import jobs
+from impasto.service.core.db import make_engine, migrate, session_factory
+from impasto.service.core.models import Email, Job, JobKind, Portrait, Worker
+from impasto.service.farm.dispatcher import CeleryDispatcher
+from support.db import postgres_schema
+from support.net import wait_until  # noqa: F401 - the farm's tests take it from here
 
 HERE = Path(__file__).resolve().parent
 IMPASTO = str(Path(sys.executable).with_name("impasto"))
@@ -51,18 +52,6 @@ def png_bytes(width: int, height: int, seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def wait_until(condition, what: str, *, seconds: float, on_timeout=None, poll: float = 0.1):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            details = on_timeout() if on_timeout else ""
-            pytest.fail(f"gave up after {seconds:.0f} s waiting for {what}\n{details}", pytrace=False)
-        time.sleep(poll)
 
 
 # --- isolated brokers and databases ------------------------------------------------------
@@ -116,19 +105,9 @@ def redis_database(redis_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def pg_schema(postgres_url: str) -> Iterator[str]:
     """A migrated PostgreSQL schema of its own, dropped afterwards."""
-    schema = f"farm_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        url = url.render_as_string(hide_password=False)
+    with postgres_schema(postgres_url, prefix="farm") as url:
         migrate(url)
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 # --- the farm ----------------------------------------------------------------------------

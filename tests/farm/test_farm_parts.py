@@ -10,12 +10,14 @@ import pytest
 
 from impasto.cli import main
 from impasto.config import Settings
-from impasto.service import celery_app, jobs, worker
-from impasto.service.celery_app import FarmError, broker_priority, check_broker_url, make_celery, redact
-from impasto.service.db import make_engine, migrate, session_factory
-from impasto.service.dispatch import LocalDispatcher, list_workers
-from impasto.service.farm import CeleryDispatcher, Sweeper, make_dispatcher
-from impasto.service.farm_worker import (
+from impasto.service.core import jobs, workers
+from impasto.service.core import render_job as worker
+from impasto.service.core.dispatch import LocalDispatcher, list_workers
+from impasto.service.core.models import Job, JobKind, JobStatus, Portrait, utcnow
+from impasto.service.farm import celery_app
+from impasto.service.farm.celery_app import FarmError, broker_priority, check_broker_url, make_celery, redact
+from impasto.service.farm.dispatcher import CeleryDispatcher, Sweeper, make_dispatcher
+from impasto.service.farm.worker import (
     Machine,
     WorkerConfig,
     WorkerRuntime,
@@ -23,19 +25,14 @@ from impasto.service.farm_worker import (
     detect_machine,
     memory_budget,
 )
-from impasto.service.models import Job, JobKind, JobStatus, Portrait, utcnow
 
 GB = 2**30
 CPU = Machine("cpu", "cpu", 16 * GB)
 
 
 @pytest.fixture
-def sessions(tmp_path):
-    url = f"sqlite:///{tmp_path / 'farm.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    yield session_factory(engine)
-    engine.dispose()
+def sessions(sqlite_sessions):
+    return sqlite_sessions
 
 
 @pytest.fixture
@@ -234,7 +231,7 @@ def test_a_message_for_a_job_that_is_not_queued_does_nothing(sessions, tmp_path)
         jobs.finish(session=session, job_id=done, result_key="jobs/1/result.png")
         jobs.cancel(session=session, job_id=cancelled)
         session.commit()
-    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'farm.db'}")
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'impasto.db'}")
     runtime = WorkerRuntime(WorkerConfig(name="w1", machine=CPU, queues=["preview"], budget="1GB",
                                          settings=settings))
     assert runtime.run(done, app=None) == "skipped"        # a redelivery after the job was done
@@ -251,9 +248,10 @@ def test_workers_not_heard_from_show_as_gone_with_their_jobs_progress(sessions):
         jobs.claim(session=session, worker="a", job_id=job_id)
         jobs.report_progress(session=session, job_id=job_id, progress=0.25, iteration=1, total=4)
         for name in ("a", "b"):
-            jobs.register_worker(session=session, name=name, host="h", device="cpu", queues=["preview"])
-        jobs.worker_seen(session=session, name="a", current_job_id=job_id)
-        jobs.worker_seen(session=session, name="b", current_job_id=None, now=utcnow() - timedelta(seconds=30))
+            workers.register_worker(session=session, name=name, host="h", device="cpu", queues=["preview"])
+        workers.worker_seen(session=session, name="a", current_job_id=job_id)
+        workers.worker_seen(session=session, name="b", current_job_id=None,
+                            now=utcnow() - timedelta(seconds=30))
         infos = {info.name: info for info in list_workers(session=session, stale_seconds=10)}
     assert (infos["a"].alive, infos["a"].progress, infos["a"].current_job_id) == (True, 0.25, job_id)
     assert (infos["b"].alive, infos["b"].progress) == (False, None)
@@ -261,18 +259,18 @@ def test_workers_not_heard_from_show_as_gone_with_their_jobs_progress(sessions):
 
 def test_the_heartbeat_clears_a_job_its_dead_render_process_left_on_the_row(sessions, tmp_path):
     left, running = add_jobs(sessions, [JobKind.PREVIEW, JobKind.PREVIEW])
-    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'farm.db'}")
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'impasto.db'}")
     runtime = WorkerRuntime(WorkerConfig(name="w1", machine=CPU, queues=["preview"], budget="1GB",
                                          settings=settings))
     runtime.register()
     with sessions() as session:
         jobs.claim(session=session, worker="w1", job_id=running)
-        jobs.worker_seen(session=session, name="w1", current_job_id=running)
+        workers.worker_seen(session=session, name="w1", current_job_id=running)
     runtime._heartbeat()
     assert list_workers(session=sessions())[0].current_job_id == running      # still ours: kept
     with sessions() as session:      # the render process died: the sweeper requeued its job
         jobs.requeue_stale(session=session, all_running=True)
-        jobs.worker_seen(session=session, name="w1", current_job_id=left)   # and a job never claimed
+        workers.worker_seen(session=session, name="w1", current_job_id=left)   # and a job never claimed
     runtime._heartbeat()
     runtime.resources().engine.dispose()
     assert list_workers(session=sessions())[0].current_job_id is None

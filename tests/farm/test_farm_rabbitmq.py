@@ -14,8 +14,8 @@ import farm_support
 import pytest
 from farm_support import Farm, idle_gaps, wait_until
 
-from impasto.service.dispatch import list_workers
-from impasto.service.models import JobKind, JobStatus, utcnow
+from impasto.service.core.dispatch import list_workers
+from impasto.service.core.models import JobKind, JobStatus, utcnow
 from impasto.state import load_state
 
 WORKERS = ("w1", "w2", "w3")

@@ -7,8 +7,8 @@ import farm_support
 import pytest
 from farm_support import Farm, idle_gaps
 
-from impasto.service.dispatch import list_workers
-from impasto.service.models import JobStatus
+from impasto.service.core.dispatch import list_workers
+from impasto.service.core.models import JobStatus
 
 WORKERS = ("r1", "r2", "r3")
 IDLE_TOLERANCE_SECONDS = 2.0

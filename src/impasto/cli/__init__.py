@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from impasto import __version__
 from impasto.cli.catalog import add_preview, add_styles
 from impasto.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, Parser, UsageError, fail, setup_logging
-from impasto.cli.farm import add_worker
 from impasto.cli.options import add_model_options, given_options
 from impasto.cli.render import ProgressReport, add_render
-from impasto.cli.shop import add_serve
+from impasto.cli.serve import add_serve
 from impasto.cli.sweep import SweepBar, add_sweep
+from impasto.cli.worker import add_worker
 from impasto.errors import ImpastoError
 
 # Re-exported: what tests, bench/ and scripts use as ``impasto.cli.NAME``.

@@ -1,1 +1,3 @@
-"""The shop and the render farm: web app, storage, mail, uploads, jobs, dispatch and workers."""
+"""The shop and the render farm: ``core`` (database, storage, jobs, the render job, dispatch),
+``shop`` (the web app) and ``farm`` (Celery). See docs/architecture.md.
+"""

@@ -1,0 +1,81 @@
+"""The layout's import rules, read from the source (every import, the lazy ones in functions
+and under ``TYPE_CHECKING`` included), so a rule breaks here and not in production:
+
+- ``impasto.engine`` imports neither ``impasto.service`` nor ``impasto.cli``;
+- ``impasto.service.core`` imports neither ``impasto.service.shop`` nor ``impasto.service.farm``;
+- ``impasto.service.farm`` never imports ``impasto.service.shop``;
+- a test module never imports another test module (shared helpers live in ``tests/support``,
+  fixtures in conftest.py files).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parent
+
+RULES = [  # (importer, forbidden)
+    ("impasto.engine", "impasto.service"),
+    ("impasto.engine", "impasto.cli"),
+    ("impasto.service.core", "impasto.service.shop"),
+    ("impasto.service.core", "impasto.service.farm"),
+    ("impasto.service.farm", "impasto.service.shop"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """Every module ``path`` imports anywhere in its body: ``from a import b`` names a and a.b."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+MODULES = {module_name(path): path for path in sorted(SRC.rglob("*.py"))}
+
+
+def test_the_walk_sees_the_whole_package_and_its_lazy_imports():
+    assert {"impasto.engine.render", "impasto.service.core.render_job", "impasto.service.shop.app",
+            "impasto.service.farm.worker", "impasto.cli.serve"} <= set(MODULES)
+    # a lazy import inside a function counts: the shop's app reaches the farm only that way
+    assert "impasto.service.farm.dispatcher" in imported(MODULES["impasto.service.shop.app"],
+                                                         "impasto.service.shop.app")
+
+
+@pytest.mark.parametrize(("importer", "forbidden"), RULES, ids=[f"{a} -/-> {b}" for a, b in RULES])
+def test_import_rules(importer, forbidden):
+    broken = sorted(f"{name} imports {target}" for name, path in MODULES.items() if within(name, importer)
+                    for target in imported(path, name) if within(target, forbidden))
+    assert broken == []
+
+
+def test_no_test_module_imports_another():
+    broken = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for target in imported(path, path.stem):
+            leaf = target.rpartition(".")[2]
+            if leaf.startswith("test_") or leaf == "conftest":
+                broken.append(f"{path.relative_to(TESTS)} imports {target}")
+    assert broken == []
