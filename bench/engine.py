@@ -57,7 +57,7 @@ from torch import nn
 
 from impasto.engine.features import build_extractor
 from impasto.engine.params import RenderParams
-from impasto.engine.render import PIXEL_SCALE, build_objective, initial_pixels
+from impasto.engine.scale import PIXEL_SCALE, build_objective, initial_pixels
 from impasto.engine.weights import MODELS, POOL, load_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-score", action="store_true", help="skip score.py (faster smoke runs)")
     args = parser.parse_args(argv)
     from impasto import imaging
-    from impasto.engine.render import resolve_device
+    from impasto.engine.scale import resolve_device
 
     device = resolve_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,11 @@ from PIL import Image, ImageDraw
 
 from impasto import imaging
 from impasto.engine import RenderParams, render
-from impasto.engine.render import extractor_for
+
+try:
+    from impasto.engine.scale import extractor_for
+except ImportError:   # a source tree from before engine/render.py was renamed (--tag before)
+    from impasto.engine.render import extractor_for
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PORTRAITS = ["grace_hopper.jpg", "astronaut.png", "obama.jpg", "biden.jpg"]

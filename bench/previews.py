@@ -16,7 +16,7 @@ from pathlib import Path
 from impasto import imaging
 from impasto.engine import RenderParams
 from impasto.engine.quick import QuickStylizer, contact_sheet
-from impasto.engine.render import render_scale
+from impasto.engine.scale import render_scale
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STYLES = ("starry_night", "the_scream", "shipwreck", "woman-with-hat-matisse")

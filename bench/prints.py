@@ -113,7 +113,7 @@ def _tile_peak_child(rows: int, cols: int) -> None:
     import torch
 
     from impasto.engine import RenderParams
-    from impasto.engine.render import extractor_for
+    from impasto.engine.scale import extractor_for
     from impasto.engine.tiling import TiledObjective, estimate_tile_bytes, model_geometry
 
     params = RenderParams(device="cpu")
@@ -199,7 +199,7 @@ def gram_spread(args: argparse.Namespace) -> str:
 
     from impasto import imaging
     from impasto.engine import RenderParams, render
-    from impasto.engine.render import extractor_for
+    from impasto.engine.scale import extractor_for
 
     content, style = (imaging.load(find("content", args.content)), imaging.load(find("style", args.style)))
     base = RenderParams(image_size=args.size, start_size=0, num_iterations=args.iterations)
@@ -233,7 +233,7 @@ def _tile_grams(extractor, image, tile_size: int, layers):
     import torch
 
     from impasto.engine.losses import gram
-    from impasto.engine.render import PIXEL_SCALE
+    from impasto.engine.scale import PIXEL_SCALE
 
     height, width = image.shape[-2:]
     out = {name: [] for name in layers}
@@ -370,7 +370,7 @@ def _ttq_render(task) -> tuple[float, float, float]:
     global _SCORER, _EXTRACTOR
     from impasto import imaging
     from impasto.engine import RenderParams, render
-    from impasto.engine.render import extractor_for
+    from impasto.engine.scale import extractor_for
 
     label, content, style, options, out = task
     record = out / f"ttq-{label}-{content}_{style}.json"

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from impasto import imaging
 from impasto.engine import RenderParams, render
-from impasto.engine.render import extractor_for
+from impasto.engine.scale import extractor_for
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAIRS = [

@@ -56,8 +56,18 @@ def within(module: str, package: str) -> bool:
 MODULES = {module_name(path): path for path in sorted(SRC.rglob("*.py"))}
 
 
+def test_impasto_engine_render_is_the_function_and_no_module_hides_behind_it():
+    import importlib.util
+    import inspect
+
+    import impasto.engine
+
+    assert inspect.isfunction(impasto.engine.render)
+    assert importlib.util.find_spec("impasto.engine.render") is None   # the one-scale loop is engine.scale
+
+
 def test_the_walk_sees_the_whole_package_and_its_lazy_imports():
-    assert {"impasto.engine.render", "impasto.service.core.render_job", "impasto.service.shop.app",
+    assert {"impasto.engine.scale", "impasto.service.core.render_job", "impasto.service.shop.app",
             "impasto.service.farm.worker", "impasto.cli.serve"} <= set(MODULES)
     # a lazy import inside a function counts: the shop's app reaches the farm only that way
     assert "impasto.service.farm.dispatcher" in imported(MODULES["impasto.service.shop.app"],

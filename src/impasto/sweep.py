@@ -41,7 +41,7 @@ from impasto import imaging
 from impasto.engine.multiscale import render, schedule
 from impasto.engine.params import RenderParams, describe
 from impasto.engine.prints import crop_to_aspect, print_pixels
-from impasto.engine.render import extractor_for
+from impasto.engine.scale import extractor_for
 from impasto.errors import OutputError, ParamError
 from impasto.files import atomic_path
 from impasto.scoring import Scorer

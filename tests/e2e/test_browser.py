@@ -9,26 +9,20 @@ upload Grace Hopper's portrait → previews appear with progress → order a pri
 from __future__ import annotations
 
 import io
-import os
 import re
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
+from support.browser import LOADED, TIMEOUT_MS, shoot, watch_errors
 from support.shop import free_port, wait_for
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 STYLES = {"starry": ("starry_night.jpg", "The Starry Night"), "scream": ("the_scream.jpg", "The Scream"),
           "hat": ("woman-with-hat-matisse.jpg", "Woman with a Hat")}
-LOADED = "() => [...document.querySelectorAll('.tile-preview')].every(i => i.complete && i.naturalWidth > 0)"
-TIMEOUT_MS = 180_000     # a ceiling for tiny renders on a busy CPU; never a timing claim
 
 
 @pytest.fixture
@@ -58,36 +52,6 @@ def shop_server(tmp_path, shared_images, smtp_box):
     finally:
         server.should_exit = True
         thread.join(60)
-
-
-@pytest.fixture
-def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    folder = Path(os.environ.get("IMPASTO_SCREENSHOTS") or tmp_path / "shots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def shoot(page, folder: Path, name: str, *, full_page: bool = True) -> None:
-    page.screenshot(path=str(folder / f"shop-{name}.jpg"), type="jpeg", quality=72, full_page=full_page)
-
-
-def watch_errors(page, errors: list[str]) -> None:
-    """Script errors and CSP violations (a 404 of a snapshot not stored yet is expected)."""
-    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
-    page.on("console", lambda m: errors.append(f"{page.url}: {m.text}")
-            if m.type == "error" and "Failed to load resource" not in m.text else None)
 
 
 def test_upload_watch_order_email_download(shop_server, browser, shared_images, shots):

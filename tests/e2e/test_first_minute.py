@@ -13,10 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-from test_browser import LOADED, TIMEOUT_MS, browser, shoot, shots, watch_errors  # noqa: F401 - fixtures
-
 from impasto.config import Settings, get_settings
 from impasto.starter import STARTER_STYLES
+from support.browser import LOADED, TIMEOUT_MS, shoot, watch_errors
 from support.shop import free_port, wait_for
 
 SKETCH_CEILING_MS = 30_000   # "within a few seconds" on an idle machine; a ceiling here, never a timing claim

@@ -32,7 +32,7 @@ from impasto.engine.tiling import build_tiled_objective
 from impasto.engine.weights import model_spec
 from impasto.errors import ParamError
 
-render_module = importlib.import_module("impasto.engine.render")
+render_module = importlib.import_module("impasto.engine.scale")
 
 
 # ---- masks ------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_a_budget_that_forces_tiles_keeps_the_whole_image_gradient(monkeypatch):
     from impasto.engine.features import build_extractor
     from impasto.engine.tiling import TiledObjective
 
-    render_module = importlib.import_module("impasto.engine.render")
+    render_module = importlib.import_module("impasto.engine.scale")
     monkeypatch.setattr(memory, "PROCESS_BYTES", int(0.95 * 2**30) - memory.WEIGHTS_BYTES - 18 * 2**20)
     torch.manual_seed(0)
     content, style = torch.rand(1, 3, 72, 96), torch.rand(1, 3, 64, 64)

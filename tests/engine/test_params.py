@@ -13,9 +13,9 @@ from impasto.engine.features import check_layers
 from impasto.engine.params import RenderParams
 from impasto.errors import ParamError
 
-# `impasto.engine.render` the attribute is the function (re-exported by the package), so
+# `impasto.engine.scale` the attribute is the function (re-exported by the package), so
 # `from impasto.engine import render` cannot reach the module; import_module can.
-render_module = importlib.import_module("impasto.engine.render")
+render_module = importlib.import_module("impasto.engine.scale")
 
 
 def _one_line_param_error(**options) -> str:

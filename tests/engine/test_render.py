@@ -15,11 +15,11 @@ from impasto import imaging
 from impasto.engine import render
 from impasto.engine.features import VGGFeatures
 from impasto.engine.params import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, RenderParams
-from impasto.engine.render import Progress, fit_size
+from impasto.engine.scale import Progress, fit_size
 from impasto.engine.weights import model_spec
 from impasto.errors import RenderCancelled, RenderDiverged
 
-render_module = importlib.import_module("impasto.engine.render")
+render_module = importlib.import_module("impasto.engine.scale")
 
 SIZE = 64
 ITERATIONS = 30   # style loss is down ~95 % by here on this pair (90 % at ~22)

@@ -34,7 +34,7 @@ from impasto.engine.tiling import (
 from impasto.engine.weights import model_spec
 from impasto.errors import ParamError
 
-render_module = importlib.import_module("impasto.engine.render")  # engine.render is the function
+render_module = importlib.import_module("impasto.engine.scale")  # engine.render is the function
 
 CONTENT_LAYERS = ["relu2_2"]
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1"]

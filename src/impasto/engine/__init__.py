@@ -2,6 +2,6 @@
 
 from impasto.engine.multiscale import render, schedule
 from impasto.engine.params import RenderParams
-from impasto.engine.render import Progress
+from impasto.engine.scale import Progress
 
 __all__ = ["Progress", "RenderParams", "render", "schedule"]

@@ -21,7 +21,7 @@ from impasto.engine.features import VGGFeatures
 from impasto.engine.masks import Guide, guide_for
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.prints import crop_to_aspect, print_pixels
-from impasto.engine.render import Callback, Progress, check_styles, extractor_for, render_scale
+from impasto.engine.scale import Callback, Progress, check_styles, extractor_for, render_scale
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)

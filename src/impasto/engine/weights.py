@@ -79,13 +79,11 @@ def conv_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 
 
 def cache_dir() -> Path:
-    """Where converted weights live: ``$IMPASTO_CACHE_DIR`` or the platform's user cache."""
-    override = os.environ.get("IMPASTO_CACHE_DIR")
-    if override:
-        return Path(override)
-    import platformdirs  # deferred: nothing heavy at import time
+    """Where converted weights live: ``$IMPASTO_CACHE_DIR`` or the platform's user cache
+    (read, like every environment variable, by ``impasto.config``)."""
+    from impasto.config import Locations
 
-    return Path(platformdirs.user_cache_dir("impasto"))
+    return Locations().resolved_cache_dir()
 
 
 def load_weights(model: str, weights: Path | str | None = None, *,

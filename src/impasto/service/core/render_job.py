@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from impasto.catalog import Catalog, Style
     from impasto.config import Settings
     from impasto.engine.params import RenderParams
-    from impasto.engine.render import Progress
+    from impasto.engine.scale import Progress
     from impasto.state import RenderState
 
 log = logging.getLogger(__name__)

@@ -326,7 +326,7 @@ def run_worker(config: WorkerConfig, *, loglevel: str = "WARNING") -> int:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise FarmError(f"database: {reason}") from None
-    import impasto.engine.render  # noqa: F401 - loaded once here, shared by every forked render process
+    import impasto.engine.scale  # noqa: F401 - loaded once here, shared by every forked render process
 
     runtime = WorkerRuntime(config)
     celery_app._runtime = runtime
