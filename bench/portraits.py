@@ -128,11 +128,13 @@ def report(args: argparse.Namespace) -> str:
     names = list(tables)
     lines = ["| portrait | style | " + " | ".join(f"{n}: identity / face_style / style / content" for n in names) + " |",
              "|---|---|" + "---|" * len(names)]
-    first = tables[names[0]]
-    for k, row in enumerate(first):
+    keyed = {name: {(r["portrait"], r["style"]): r for r in rows} for name, rows in tables.items()}
+    pairs = [(p, s) for p in args.portraits for s in args.styles if any((p, s) in k for k in keyed.values())]
+    for portrait, style in pairs:
+        row = {"portrait": portrait, "style": style}
         cells = []
         for name in names:
-            r = tables[name][k] if k < len(tables[name]) else None
+            r = keyed[name].get((portrait, style))
             cells.append("—" if r is None else
                          f"{r['identity']:.3f}{'' if r['dlib_found'] else ' (nf)'} / {r['face_style']:.3f} / "
                          f"{r['style_score']:.3f} / {r['content_score']:.3f}")
@@ -175,7 +177,7 @@ def sheet(args: argparse.Namespace, tile: int = 220) -> Image.Image:
             canvas.paste(cell.resize((round(cell.width * fit), round(cell.height * fit)), Image.LANCZOS),
                          (col * tile + 2, top + 2))
         canvas.paste(face_crop(renders[-1], photo, tile - 4), (len(cells) * tile + 2, top + 2))
-        label = f"{Path(portrait).stem} × {Path(style).stem}"
+        label = f"{Path(portrait).stem} x {Path(style).stem}"   # the default font has no ×
         draw.rectangle((2, top + tile - 20, 10 + 6 * len(label), top + tile - 3), fill="black")
         draw.text((6, top + tile - 18), label, fill="white")
     return canvas
