@@ -244,8 +244,11 @@ def test_only_given_flags_reach_the_params():
 
 
 def test_help_and_version(capsys):
+    import importlib.metadata
+
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"impasto {__version__}"
+    assert capsys.readouterr().out.strip() == f"impasto {importlib.metadata.version('impasto')}"
+    assert __version__ == importlib.metadata.version("impasto")
     assert cli.main(["render", "--help"]) == 0
     out = capsys.readouterr().out
     assert "example:" in out and "--style-weight" in out and "(default: 100.0)" in out
