@@ -244,8 +244,11 @@ def test_only_given_flags_reach_the_params():
 
 
 def test_help_and_version(capsys):
+    import importlib.metadata
+
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"impasto {__version__}"
+    assert capsys.readouterr().out.strip() == f"impasto {importlib.metadata.version('impasto')}"
+    assert __version__ == importlib.metadata.version("impasto")
     assert cli.main(["render", "--help"]) == 0
     out = capsys.readouterr().out
     assert "example:" in out and "--style-weight" in out and "(default: 100.0)" in out
@@ -290,3 +293,42 @@ def test_sixteen_bit_png_is_refused_in_one_line_before_rendering(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ".tif" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+# --- extras: the base install renders; serve and worker need theirs --------------------------
+
+FAKE_REQUIRES = ["numpy>=1.26", 'fastapi>=0.110; extra == "shop"',
+                 'no-such-distribution-impasto>=1; extra == "shop"',
+                 'no-such-farm-distribution-impasto; extra == "farm"', 'redis>=5; extra == "farm"',
+                 'impasto[shop,farm]; extra == "test"']
+
+
+def test_require_extra_names_the_missing_distributions_and_the_install_line():
+    from impasto.cli.common import UsageError, require_extra
+
+    with pytest.raises(UsageError) as caught:
+        require_extra("shop", "serve", requires=FAKE_REQUIRES)
+    assert str(caught.value) == ("impasto serve needs the shop extra (missing: no-such-distribution-impasto): "
+                                 "pip install 'impasto[shop]'")
+    require_extra("shop", "serve", requires=FAKE_REQUIRES[:2])     # installed: no error
+    require_extra("test", "x", requires=['pytest>=8; extra == "test"'])
+
+
+FARM_ONLY = [r for r in FAKE_REQUIRES if "farm" in r]    # the shop's installed, the farm's not
+
+
+@pytest.mark.parametrize(("argv", "requires", "extra"), [
+    (["serve"], FAKE_REQUIRES, "shop"),
+    (["worker", "--broker", "redis://h:6379/0"], FAKE_REQUIRES, "farm"),
+    (["serve", "--broker", "redis://h:6379/0"], FARM_ONLY, "farm"),   # the shop publishes with Celery
+])
+def test_serve_and_worker_without_their_extra_say_which_to_install(argv, requires, extra, capsys, monkeypatch,
+                                                                   tmp_path):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "requires", lambda name: requires)
+    monkeypatch.setenv("IMPASTO_DATA_DIR", str(tmp_path))
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert f"needs the {extra} extra" in err and f"pip install 'impasto[{extra}]'" in err

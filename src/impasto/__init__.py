@@ -4,6 +4,7 @@ Nothing heavy happens at import: no model, network or device is touched until a
 function that needs it is called.
 """
 
+from impasto import _version
 from impasto.errors import (
     ImageError,
     ImpastoError,
@@ -24,4 +25,4 @@ __all__ = [
     "WeightsError",
     "__version__",
 ]
-__version__ = "0.1.0"
+__version__ = _version.version()   # pyproject.toml's, from the package metadata

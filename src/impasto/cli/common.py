@@ -8,7 +8,9 @@ stderr and exit code 2 (``fail``); argparse's own errors are raised as ``UsageEr
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import re
 import sys
 import typing
 
@@ -19,6 +21,33 @@ EXIT_INTERRUPTED = 130
 
 class UsageError(Exception):
     """A command line argparse rejected; main() reports it like an ImpastoError."""
+
+
+def require_extra(extra: str, command: str, *, requires: list[str] | None = None) -> None:
+    """``UsageError`` naming the extra to install when a distribution of ``extra`` is missing.
+
+    The extra's list is read from the installed package's metadata (``pyproject.toml``'s,
+    not typed again here); a tree without metadata is not checked (its imports will tell).
+    """
+    if requires is None:
+        try:
+            requires = importlib.metadata.requires(PROG) or []
+        except importlib.metadata.PackageNotFoundError:
+            return
+    marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
+    missing = []
+    for requirement in requires:
+        name, _, markers = requirement.partition(";")
+        if not marker.search(markers):
+            continue
+        dist = re.match(r"[A-Za-z0-9._-]+", name.strip()).group(0)
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        raise UsageError(f"{PROG} {command} needs the {extra} extra (missing: {', '.join(missing)}): "
+                         f"pip install 'impasto[{extra}]'")
 
 
 class Parser(argparse.ArgumentParser):

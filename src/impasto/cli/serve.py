@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from impasto.cli.common import require_extra
 from impasto.errors import ImpastoError
 
 SERVE_EPILOG = """\
@@ -33,9 +34,12 @@ def add_serve(commands, common: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import socket
 
+    require_extra("shop", "serve")
+    settings = _serve_settings(args)
+    if settings.broker_url:
+        require_extra("farm", "serve --broker")    # the shop publishes to the farm with Celery
     from impasto.service.shop.app import create_app
 
-    settings = _serve_settings(args)
     try:   # a clear line now rather than uvicorn's traceback later
         with socket.create_server((args.host, args.port)):
             pass

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from impasto.cli.common import PROG, UsageError, log_handler, setup_logging
+from impasto.cli.common import PROG, UsageError, log_handler, require_extra, setup_logging
 from impasto.cli.options import comma_list
 
 WORKER_EPILOG = """\
@@ -45,6 +45,7 @@ def add_worker(commands, common: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    require_extra("farm", "worker")
     from impasto.service.farm import worker as farm_worker
     from impasto.service.farm.celery_app import check_broker_url, redact
 

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import shutil
 import threading
@@ -115,6 +116,9 @@ class Storage(Protocol):
     def signed_url(self, key: str, *, expires_seconds: int, filename: str | None = None) -> str:
         """A URL that downloads the object for ``expires_seconds`` (as ``filename`` if given)."""
 
+    def check(self) -> None:
+        """``StorageError`` (or the client's error) unless the store can be reached: cheap, no write."""
+
 
 def _check_put(key: str, content_type: str) -> None:
     check_key(key)
@@ -189,6 +193,21 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        """The root is a folder this process can write into, or can be made by ``put``.
+
+        Nothing is created: a missing mount must not be papered over by a fresh empty folder
+        on the root file system, so a missing root passes only when its nearest existing
+        ancestor is a writable folder (where ``put`` would make it).
+        """
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise StorageError(f"storage root {self.root}: {folder} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"storage root {self.root}: {folder} is not writable")
 
     def signed_url(self, key: str, *, expires_seconds: int, filename: str | None = None) -> str:
         check_key(key)
@@ -288,6 +307,11 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def check(self) -> None:
+        """One listing of at most one key under the prefix: the bucket exists and we may read it."""
+        self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "",
+                                    MaxKeys=1)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UPLOAD_PATHS = frozenset({"/portraits", "/api/v1/portraits", "/admin/styles"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})   # routes/health.py: no CSRF cookie for a probe
 _NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
 SESSION_COOKIE_ARGS = {"httponly": True, "path": "/"}
 
@@ -128,7 +129,7 @@ class ShopMiddleware:
         headers.append((b"content-security-policy", self._csp().encode()))
         if not path.startswith(("/static/", "/docs/assets/")):
             headers.append((b"cache-control", b"no-store"))
-        if new_nonce and not path.startswith(("/api/", "/static/", "/files/")):
+        if new_nonce and not path.startswith(("/api/", "/static/", "/files/")) and path not in PROBE_PATHS:
             secure = "; Secure" if self.shop.secure_cookies else ""
             name = security.cookie_name(security.CSRF_COOKIE, secure=self.shop.secure_cookies)
             cookie = (f"{name}={new_nonce}; Path=/; Max-Age={security.CSRF_SECONDS}; "
