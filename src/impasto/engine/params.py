@@ -92,12 +92,12 @@ class RenderParams(BaseModel):
     color_match: bool = Field(False, description="recolour the style images with the photo's colour "
                                                  "mean and covariance before transfer")
     portrait: Literal["auto", "off"] = Field(
-        "auto", description="portrait mode: find faces and keep their likeness (auto) or paint them "
-                            "like the rest (off)")
+        "auto", description="portrait mode: find faces, paint them in the style and keep the "
+                            "likeness by their features' lines (auto), or paint them like the rest (off)")
     portrait_strength: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
-                                     description="portrait mode: how firmly a face keeps the photo: up to "
-                                                 "0.5 its structure, above that its look too (1: "
-                                                 "the face unpainted)")
+                                     description="portrait mode: how firmly a face keeps the photo (0: "
+                                                 "painted like the rest; up to 0.5 its features' "
+                                                 "structure, above that its look too; 1: unpainted)")
     face_mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
                                    description="your own face mask (white = face), instead of detection")
     mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
