@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 FACE_BOOST = 4.0           # content weight × (1 + 4·strength) over the face's skin
 FEATURE_BOOST = 60.0       # … and × (1 + 60·strength) on the features' lines
-EYE_BOOST = 1.0            # Haar fallback: eyes weigh double, as the features do
 FACE_STYLE_WIDTH = 120.0   # faces narrower than this (px, at the scale) get less of the face term
 FACE_STYLE = 0.3           # the face's own Gram term, × the whole image's (× style share)
 DETAIL_BOOST = 40.0        # the detail layer's content weight on the features' lines (× strength)
@@ -135,7 +134,7 @@ def _ellipse_planes(height: int, width: int, face: Face) -> tuple[np.ndarray, np
     features = torch.zeros(height, width)
     for ex, ey, ew, eh in face.eyes:
         eye = _ellipse(height, width, ex + ew / 2, ey + eh / 2, ew * 0.6, eh * 0.45, softness=0.5)
-        features = torch.maximum(features, EYE_BOOST * eye)
+        features = torch.maximum(features, eye)
     return skin.numpy(), features.numpy()
 
 
@@ -186,7 +185,7 @@ class Guide:
 
     def style_mask_count(self) -> int:
         """How many masks each style layer holds (``style_masks``' R)."""
-        return self.region_count() + self._face_gram()
+        return self.region_count() + int(self._face_gram())
 
     def planes(self) -> int:
         """How many image-sized masks the guide holds (for the memory plan)."""

@@ -76,7 +76,7 @@ def quick_start(content: torch.Tensor, styles: Sequence[torch.Tensor], params: R
 
     The network lays the style's colours and strokes in a fraction of a second; the Gatys
     optimisation then only refines them instead of building them up from the photo. Where
-    portrait mode found a face (``likeness``, 0..2 at any size) the start is the photo, as
+    portrait mode found a face (``likeness``, 0..1 at any size) the start is the photo, as
     with ``--init image``: the network's strokes recolour a face, and the content loss,
     which holds structure rather than colour, would not give its skin back in a short run.
     """
