@@ -5,7 +5,8 @@
         [--tag NAME] [--judge-python PATH] [--out bench/out/portraits] [--sheet docs/portrait-mode.jpg]
 
 The four shared portraits × the four shared paintings, rendered once per mode (``off``:
-``--portrait off``; ``auto``: portrait mode; any ``auto@S`` for a strength S), same seed and
+``--portrait off``; ``auto``: portrait mode; any ``auto@S`` for a strength S, ``auto@S/F`` with
+``--portrait-face-size F`` too, ``auto/0`` without the face pass), same seed and
 options otherwise. Renders are kept under ``--out/<size>/<tag>-<mode>/`` and not redone, so a
 run can be resumed, split over processes, or given a tag for another source tree — today's main,
 say: ``PYTHONPATH=/path/to/old/src python bench/portraits.py --tag before ...`` renders with that
@@ -52,13 +53,20 @@ JUDGE_LINE = re.compile(r"identity=(?P<identity>[\d.]+)(?P<nf>\(nf\))?\s+face_st
 
 
 def mode_params(base: RenderParams, mode: str) -> RenderParams:
-    """``off``, ``auto`` or ``auto@0.3`` (portrait mode at that strength)."""
+    """``off``, ``auto``, ``auto@0.3`` (portrait mode at that strength) or ``auto@0.5/192``
+    (… and ``--portrait-face-size 192``; ``auto/0``: no face pass)."""
     if mode == "off":
         return base.model_copy(update={"portrait": "off"})
-    name, _, strength = mode.partition("@")
+    name, _, face_size = mode.partition("/")
+    name, _, strength = name.partition("@")
     if name != "auto":
-        raise SystemExit(f"unknown mode {mode!r}: off, auto or auto@STRENGTH")
-    return base.model_copy(update={"portrait": "auto", **({"portrait_strength": float(strength)} if strength else {})})
+        raise SystemExit(f"unknown mode {mode!r}: off, auto, auto@STRENGTH or auto@STRENGTH/FACE_SIZE")
+    update = {"portrait": "auto"}
+    if strength:
+        update["portrait_strength"] = float(strength)
+    if face_size:
+        update["portrait_face_size"] = int(face_size)
+    return base.model_copy(update=update)
 
 
 def render_all(args: argparse.Namespace) -> None:

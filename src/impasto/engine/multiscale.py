@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from impasto.engine import face_pass
 from impasto.engine.features import VGGFeatures
 from impasto.engine.masks import Guide, guide_for
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
@@ -72,6 +73,13 @@ def content_weight_at(params: RenderParams, size: int) -> float:
     return params.content_weight * max(1.0, reference / size) ** params.coarse_content
 
 
+def output_size(content: torch.Tensor, image_size: int) -> tuple[int, int]:
+    """(height, width) of ``content`` fitted to ``image_size`` on its longest side."""
+    height, width = content.shape[-2:]
+    ratio = image_size / max(height, width)
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
 def _auto_sizes(image_size: int, start_size: int, step: float) -> list[int]:
     if not start_size or start_size >= image_size:
         return [image_size]
@@ -120,9 +128,11 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
 
         init_image = quick_start(content, styles, params, likeness=getattr(guide, "likeness", None))
     extractor = extractor if extractor is not None else extractor_for(params)
-    total = sum(scale.iterations for scale in plan)
+    faces = face_pass.planned(guide, params, output_size(content, params.image_size))
+    passes = [Scale(max(face.canvas), face_pass.pass_iterations(params)) for face in faces]
+    total = sum(scale.iterations for scale in plan + passes)
     done, image, started = 0, init_image, time.perf_counter()
-    work = _Work(plan)
+    work = _Work(plan + passes)
     for index, scale in enumerate(plan):
         stage = params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
                                           "content_weight": content_weight_at(params, scale.size),
@@ -131,8 +141,16 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, work),
                              init_image=image, extractor=extractor, guide=guide, preview=resume)
         done += scale.iterations
-        if on_scale is not None:
+        if on_scale is not None and not (faces and index == len(plan) - 1):  # stored after its pass
             on_scale(scale.size, image)
+    if faces:
+        final = params.model_copy(update={"content_weight": content_weight_at(params, params.image_size)})
+        image = face_pass.paint_faces(
+            image, content, styles, final, guide, faces, extractor=extractor,
+            report=lambda k: _offset(callback, done + sum(p.iterations for p in passes[:k]), total, started,
+                                     len(plan) + k, work))
+        if on_scale is not None:
+            on_scale(params.image_size, image)
     return image
 
 

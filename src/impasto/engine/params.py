@@ -98,6 +98,11 @@ class RenderParams(BaseModel):
                                      description="portrait mode: how firmly a face keeps the photo (0: "
                                                  "painted like the rest; up to 0.5 its features' "
                                                  "structure, above that its look too; 1: unpainted)")
+    portrait_face_size: int = Field(
+        256, ge=0, le=4096,
+        description="portrait mode: a face narrower than this many px in the output is painted again "
+                    "on a canvas of its own where it is this wide — the painting's strokes finer on "
+                    "the face, as a painter takes a finer brush — then set back (0: never)")
     face_mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
                                    description="your own face mask (white = face), instead of detection")
     mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
