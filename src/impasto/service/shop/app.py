@@ -227,7 +227,8 @@ def _app_for(shop: Shop) -> FastAPI:
 
     from impasto import __version__
     from impasto.service.shop.routes import admin, api, docs, files, health, pages
-    from impasto.service.shop.routes.web import install_error_handlers, make_templates, shop_middleware
+    from impasto.service.shop.middleware import shop_middleware
+    from impasto.service.shop.routes.web import install_error_handlers, make_templates
     from impasto.service.shop.server import BodyTimeoutMiddleware
 
     @asynccontextmanager
