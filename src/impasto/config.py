@@ -79,6 +79,10 @@ class Settings(Locations):
     secret_key: SecretStr = SecretStr("")   # signs URLs and CSRF tokens; generated per data dir if empty
     admin_user: str = "admin"
     admin_password: SecretStr = SecretStr("")  # admin pages are closed until this is set
+    metrics_token: SecretStr = SecretStr("")   # /metrics wants "Authorization: Bearer <it>" when set
+
+    # operations
+    log_format: Literal["text", "json"] = "text"   # json: one JSON object a line, with request and job ids
 
     # limits
     max_upload_bytes: int = 20 * 1024 * 1024

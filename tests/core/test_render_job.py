@@ -298,3 +298,34 @@ def test_previews_start_from_the_sketch_and_prints_keep_their_own_iteration_budg
     printed = worker._params(task(JobKind.PRINT, {"print_size": "8x10in"}), style, settings, preview, {})
     assert printed.num_iterations == 120 and printed.seed == preview.seed and printed.print_size == "8x10in"
     assert isinstance(printed, RenderParams)
+
+
+def test_a_finished_render_is_timed_by_kind_and_size_and_logged_with_its_job_id(sqlite_sessions, shop):
+    import json
+    import logging
+
+    from prometheus_client import generate_latest
+
+    from impasto.logs import JsonFormatter
+    from impasto.service.core.metrics import REGISTRY
+    from support.metrics import value
+
+    count = "impasto_render_seconds_count"
+    before = value(generate_latest(REGISTRY).decode(), count, kind="preview", size="48px")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("impasto").addHandler(handler)
+    try:
+        job_id = queue(sqlite_sessions, new_portrait(sqlite_sessions))
+        assert claim_and_run(sqlite_sessions, shop, job_id) is JobStatus.DONE
+        shop["catalog"].remove("starry")
+        failed = queue(sqlite_sessions, new_portrait(sqlite_sessions))
+        assert claim_and_run(sqlite_sessions, shop, failed) is JobStatus.FAILED
+    finally:
+        logging.getLogger("impasto").removeHandler(handler)
+    text = generate_latest(REGISTRY).decode()
+    assert value(text, count, kind="preview", size="48px") == before + 1     # the failed one is not timed
+    assert value(text, "impasto_render_seconds_sum", kind="preview", size="48px") > 0
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(line.get("job_id") == failed and "failed" in line["message"] for line in lines), lines

@@ -27,6 +27,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled, RenderDiverged
-from impasto.service.core import jobs, orders, outbox
+from impasto.logs import with_job_context
+from impasto.service.core import jobs, metrics, orders, outbox
 from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 
 if TYPE_CHECKING:
@@ -84,6 +86,7 @@ class _Task:
     parent_state_key: str | None
 
 
+@with_job_context
 def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, catalog: Catalog,
             settings: Settings, progress_seconds: float = jobs.PROGRESS_SECONDS,
             lease_seconds: float = jobs.LEASE_SECONDS,
@@ -100,6 +103,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     ``memory_budget``), over the preset's, the preview's and the job's own.
     ``yield_to``: called between iterations; it may block a moment (the embedded shop's
     sketches take the CPU first: an upload's cards get their looks before more is painted).
+    Every line logged meanwhile carries the job's id (``logs.JOB_ID``); a finished render's
+    seconds go to ``metrics.RENDER_SECONDS``.
     """
     task = _load_task(session_factory, job_id)
     if task is None:
@@ -115,6 +120,7 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
                                         yield_to=yield_to)
             if snapshot_seconds and task.kind is JobKind.PREVIEW:
                 report = _with_snapshots(report, storage, job_id, snapshot_seconds)
+            started = time.monotonic()
             result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report,
                                     machine=machine or {})
     except RenderCancelled:
@@ -134,9 +140,17 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     else:
         done = _record(session_factory, jobs.finish, **fenced, result_key=result, state_key=state)
         status = done and JobStatus.DONE
+        metrics.observe_render(kind=task.kind.value, size=_size_label(task, settings),
+                               seconds=time.monotonic() - started)
     if status in jobs.FINISHED:
         _safely_notify(session_factory, task, settings)
     return status or None
+
+
+def _size_label(task: _Task, settings: Settings) -> str:
+    """A print's size (``8x10in``), a preview's long side (``384px``): few values, a fair label."""
+    size = task.params.get("print_size") or f"{task.params.get('image_size') or settings.preview_size}px"
+    return str(size)[:16]
 
 
 def _permanent_errors() -> tuple[type[Exception], ...]:

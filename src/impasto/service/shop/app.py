@@ -69,6 +69,7 @@ class Shop:
     templates: Any = None
     outbox: OutboxSender | None = None
     sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
+    metrics: Any = None                      # what /metrics serves (core.metrics.Combined)
     outbox_seconds: float = OUTBOX_POLL_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
@@ -197,11 +198,15 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                 if settings.sketches else None)
     dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     limit = settings.rate_limit_per_hour
-    return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
+    shop = Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
                 login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
                 sketches=sketches)
+    from impasto.service.core.metrics import REGISTRY, Combined, TableCollector
+
+    shop.metrics = Combined(REGISTRY, TableCollector(sessions))
+    return shop
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog,
@@ -226,8 +231,8 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.shop.routes import admin, api, docs, files, health, pages
-    from impasto.service.shop.middleware import shop_middleware
+    from impasto.service.shop.routes import admin, api, docs, files, health, metrics, pages
+    from impasto.service.shop.middleware import RequestMiddleware, shop_middleware
     from impasto.service.shop.routes.web import install_error_handlers, make_templates
     from impasto.service.shop.server import BodyTimeoutMiddleware
 
@@ -249,13 +254,14 @@ def _app_for(shop: Shop) -> FastAPI:
     shop.templates = make_templates(shop, TEMPLATE_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs.ASSETS, StaticFiles(directory=docs.assets_folder()), name="docs-assets")
-    for module in (pages, api, admin, files, docs, health):
+    for module in (pages, api, admin, files, docs, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=shop.settings.body_timeout_seconds,
                        total_seconds=shop.settings.body_total_seconds)
     app.add_middleware(shop_middleware(shop))
+    app.add_middleware(RequestMiddleware)    # outermost: the request id is on every line and answer
     return app
 
 

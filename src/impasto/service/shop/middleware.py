@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import urllib.parse
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UPLOAD_PATHS = frozenset({"/portraits", "/api/v1/portraits", "/admin/styles"})
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})   # routes/health.py: no CSRF cookie for a probe
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})   # no CSRF cookie for a probe or a scrape
 _NONCE = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
@@ -138,3 +139,45 @@ def storage_origin(shop: Shop) -> str:
         parts = urllib.parse.urlsplit(endpoint)
         return f"{parts.scheme}://{parts.netloc}"
     return "https://*.amazonaws.com"
+
+
+class RequestMiddleware:
+    """The outermost layer: a request id for every request, its metrics and its log line.
+
+    The id is the incoming ``X-Request-ID`` when it is sane (``logs.request_id_from``: a
+    proxy's id then follows the request through), else a new one; it is set in
+    ``logs.REQUEST_ID`` for every line logged while the request runs and returned as
+    ``X-Request-ID``. When the answer starts, its route template and status are counted
+    (``shop/metrics.py``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from impasto import logs
+        from impasto.service.shop import metrics
+
+        incoming = next((value.decode("latin-1") for name, value in scope.get("headers", [])
+                         if name == b"x-request-id"), None)
+        request_id = logs.request_id_from(incoming)
+        token = logs.REQUEST_ID.set(request_id)
+        started = time.monotonic()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
+                seconds = time.monotonic() - started
+                route, status = metrics.route_template(scope), message["status"]
+                metrics.record_request(method=scope["method"], route=route, status=status, seconds=seconds)
+                log.info("%s %s → %s in %.3f s", scope["method"], route, status, seconds)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.REQUEST_ID.reset(token)
