@@ -329,3 +329,28 @@ def test_a_finished_render_is_timed_by_kind_and_size_and_logged_with_its_job_id(
     assert value(text, "impasto_render_seconds_sum", kind="preview", size="48px") > 0
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(line.get("job_id") == failed and "failed" in line["message"] for line in lines), lines
+
+
+def test_a_render_whose_portrait_is_deleted_meanwhile_stops_and_drops_its_files(sqlite_sessions, shop):
+    from impasto.service.core.retention import delete_portrait
+
+    portrait_id = new_portrait(sqlite_sessions)
+    job_id = queue(sqlite_sessions, portrait_id, params={"start_size": 0, "num_iterations": 50})
+    deleted = []
+
+    def delete_midway() -> None:       # run_job's hook between iterations: the customer clicks "delete"
+        if not deleted:
+            with sqlite_sessions() as session:
+                deleted.append(delete_portrait(session=session, storage=shop["storage"], portrait_id=portrait_id))
+            shop["storage"].put(worker.state_key(job_id), b"a scale stored meanwhile",
+                                content_type="application/octet-stream")
+
+    with sqlite_sessions() as session:
+        jobs.claim(session=session, worker="w1")
+    status = worker.run_job(job_id, session_factory=sqlite_sessions, progress_seconds=0, yield_to=delete_midway,
+                            **shop)
+    assert status is None and deleted == [True]
+    assert not shop["storage"].exists(worker.state_key(job_id))
+    assert not shop["storage"].exists(worker.result_key(job_id))
+    with sqlite_sessions() as session:
+        assert session.get(Job, job_id) is None

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PORTRAIT_PATH = "/portraits/{public_id}"                              # the previews page
 DOWNLOAD_PATH = "/portraits/{public_id}/orders/{number}/download"      # mints a signed URL per click
+DELETE_PATH = "/portraits/{public_id}/delete"                          # "delete my photo now" (asks first)
 
 
 def result_key(job_id: int) -> str:
@@ -144,7 +145,18 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
                                seconds=time.monotonic() - started)
     if status in jobs.FINISHED:
         _safely_notify(session_factory, task, settings)
+    elif not status:
+        _drop_if_deleted(session_factory, storage, job_id)
     return status or None
+
+
+def _drop_if_deleted(session_factory: sessionmaker[Session], storage, job_id: int) -> None:
+    """The job's row is gone (its portrait was deleted while it rendered): so go its files."""
+    with session_factory() as session:
+        if session.get(Job, job_id) is not None:
+            return              # not ours any more (another worker has it): its files are its
+    count = storage.delete_folder(f"jobs/{job_id}")
+    log.info("job %s was deleted while it rendered: %d file(s) it stored dropped", job_id, count)
 
 
 def _size_label(task: _Task, settings: Settings) -> str:
@@ -365,9 +377,13 @@ def _previews_ready(session: Session, portrait_id: int, settings: Settings) -> N
     if counts.get(JobStatus.QUEUED) or counts.get(JobStatus.RUNNING) or not counts.get(JobStatus.DONE):
         return
     portrait = session.get(Portrait, portrait_id)
-    url = settings.public_url.rstrip("/") + PORTRAIT_PATH.format(public_id=portrait.public_id)
+    base = settings.public_url.rstrip("/")
+    url = base + PORTRAIT_PATH.format(public_id=portrait.public_id)
     outbox.queue_email(session=session, dedupe_key=f"previews_ready:{portrait_id}", to=portrait.email,
-                     template="previews_ready", context={"portrait": portrait.public_id, "portrait_url": url})
+                     template="previews_ready",
+                     context={"portrait": portrait.public_id, "portrait_url": url,
+                              "delete_url": base + DELETE_PATH.format(public_id=portrait.public_id),
+                              "retention_days": settings.retention_days})
 
 
 def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
@@ -391,4 +407,7 @@ def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
                      template="print_ready",
                      context={"order": order.number, "portrait": public_id, "name": order.shipping_name,
                               "size": order.print_size, "download_url": url,
-                              "link_days": settings.download_link_seconds // 86400})
+                              "link_days": settings.download_link_seconds // 86400,
+                              "delete_url": (settings.public_url.rstrip("/")
+                                             + DELETE_PATH.format(public_id=public_id)),
+                              "retention_days": settings.retention_days})

@@ -92,7 +92,7 @@ HTTP_STATUS: dict[type[ImpastoError], int] = {
     errors.InvalidInput: 422, errors.TooManyRequests: 429, errors.Unavailable: 503,
     errors.UploadError: 422, errors.UploadTooLarge: 413, errors.UnsupportedFormat: 415,
     errors.InvalidEmail: 422, errors.NoSuchId: 404, errors.KeyNotFound: 404,
-    errors.JobError: 409, errors.OrderStatusError: 409,
+    errors.JobError: 409, errors.OrderStatusError: 409, errors.PortraitInUse: 409,
     errors.MailError: 503, errors.FarmError: 503,           # outages, not the request's fault
 }
 DEFAULT_STATUS = 400
