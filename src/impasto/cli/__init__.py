@@ -11,8 +11,8 @@ One module a concern; this one builds the parser and runs a command (``main``):
     render.py    impasto render: progress report, resumable state
     catalog.py   impasto preview and impasto styles
     sweep.py     impasto sweep
-    shop.py      impasto serve
-    farm.py      impasto worker
+    serve.py     impasto serve
+    worker.py    impasto worker
     completion.py  impasto completion bash|zsh|tcsh (shtab)
 Heavy imports (torch, fastapi, celery) stay inside the command functions, so that
 ``impasto --help`` is quick.
