@@ -65,9 +65,14 @@ def test_a_logout_in_one_process_ends_the_session_in_the_other(tmp_path, redis_d
         assert second.get("/admin", headers=json).status_code == 401
 
 
-def test_an_unreachable_redis_lets_uploads_through_and_says_so(tmp_path, caplog):
+def test_an_unreachable_redis_lets_uploads_through_and_refuses_admin_cookies(tmp_path, caplog):
+    json = {"accept": "application/json"}
     with app(tmp_path, "a", rate_limit_per_hour=3, redis_url=f"redis://127.0.0.1:{free_port()}/0") as client:
         assert upload(client).status_code == 201
+        token = csrf_token(client, "/admin/login")
+        client.post("/admin/login", data={"csrf_token": token, "user": "admin", "password": ADMIN_PASSWORD})
+        assert client.get("/admin", headers=json).status_code == 401          # no session during the outage
+        assert client.get("/admin", headers=json, auth=("admin", ADMIN_PASSWORD)).status_code == 200
     assert "Redis unreachable" in caplog.text
 
 

@@ -11,7 +11,9 @@ with a Redis URL the same objects count in Redis instead:
 - ``RedisAdminSessions``: a revoked session id is a key that expires with the cookie.
 
 Redis unreachable: the limiter lets the request through and logs, rather than answering
-every upload and sign-in with a 500; the password, the CSRF check and the caps still apply.
+every upload and sign-in with a 500 (the password, the CSRF check and the caps still
+apply); the admin's session cookies are refused (HTTP Basic still works), so a logged-out
+session cannot come back during the outage.
 ``make_limiters`` picks the backend from the settings.
 """
 
@@ -70,7 +72,11 @@ class RedisRateLimiter:
 
 
 class RedisAdminSessions:
-    """``AdminSessions`` in Redis: a logout in one process ends the session in all of them."""
+    """``AdminSessions`` in Redis: a logout in one process ends the session in all of them.
+
+    Redis unreachable: every session counts as revoked (a logged-out cookie must not come
+    back to life in an outage); HTTP Basic, which has no session, still signs the admin in.
+    """
 
     def __init__(self, *, url: str) -> None:
         import redis
@@ -78,10 +84,18 @@ class RedisAdminSessions:
         self._client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
     def revoke(self, session_id: str) -> None:
-        self._client.set(f"{PREFIX}:admin-revoked:{session_id}", b"1", ex=ADMIN_SESSION_SECONDS)
+        try:
+            self._client.set(f"{PREFIX}:admin-revoked:{session_id}", b"1", ex=ADMIN_SESSION_SECONDS)
+        except Exception:
+            log.error("admin logout not recorded: Redis unreachable (the browser's cookie is cleared)",
+                      exc_info=True)
 
     def revoked(self, session_id: str) -> bool:
-        return bool(self._client.exists(f"{PREFIX}:admin-revoked:{session_id}"))
+        try:
+            return bool(self._client.exists(f"{PREFIX}:admin-revoked:{session_id}"))
+        except Exception:
+            log.warning("admin sessions: Redis unreachable, refusing session cookies", exc_info=True)
+            return True
 
 
 def make_limiters(settings: Any) -> dict[str, Any]:
