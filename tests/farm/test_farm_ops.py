@@ -1,9 +1,11 @@
 """Operating a real farm (Redis broker, PostgreSQL, a real `impasto worker`): its metrics port,
-JSON log lines with job ids, and Celery's remote control through the module-level app."""
+JSON log lines with job ids, Celery's remote control through the module-level app, and the
+task events Flower reads (`celery events --dump`; Flower itself is not installed here)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -62,3 +64,27 @@ def test_celery_inspect_reaches_the_worker_through_the_module_level_app(farm):
     assert result.returncode == 0, result.stderr + result.stdout
     replies = json.loads(result.stdout.strip().splitlines()[-1])
     assert any(node.startswith("m1@") for node in replies), replies
+
+
+def test_task_events_reach_celery_events_as_flower_would_read_them(farm):
+    env = {**farm.env, "IMPASTO_BROKER_URL": farm.broker_url}
+    log = farm.logs / "events.log"
+    with open(log, "w") as out:
+        dump = subprocess.Popen([CELERY, "-A", "impasto.service.farm.celery_app", "events", "--dump"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        # the worker's heartbeats (every 2 s) show the receiver is bound: the job's events follow
+        wait_until(lambda: re.search(r"^m1@\S+ \[[^]]+\] heartbeat: ", log.read_text(), flags=re.MULTILINE),
+                   "celery events to see the worker's heartbeat", seconds=60)
+        ids = farm.enqueue(1)
+        farm.wait_finished(ids, seconds=120)
+        job = "impasto.render_job("
+
+        def seen(event: str) -> bool:
+            return any(event in line and job in line and f"args=[{ids[0]}]" in line
+                       for line in log.read_text().splitlines())
+        for event in ("task sent", "task received", "task started", "task succeeded"):  # the shop's, the worker's
+            wait_until(lambda event=event: seen(event), f"the {event!r} event", seconds=30)
+    finally:
+        dump.terminate()
+        dump.wait(30)
