@@ -1,8 +1,11 @@
-"""``ShopMiddleware``: what every response carries, and the caps every request body meets.
+"""The shop's two middlewares, both pure ASGI (SSE streams pass through untouched).
 
-Pure ASGI, so SSE streams pass through untouched. For every request it caps the request
-body while it streams in (an upload route gets the photo cap plus form overhead,
-everything else 256 KiB: 413 as soon as the cap is passed, or at once from
+``RequestMiddleware``, outermost: the request id (``X-Request-ID``, ``logs.REQUEST_ID``), the
+request's metrics and its log line — it sees every answer, the 500 and the 408 included.
+
+``ShopMiddleware``: what every response carries, and the caps every request body meets. It
+caps the request body while it streams in (an upload route gets the photo cap plus form
+overhead, everything else 256 KiB: 413 as soon as the cap is passed, or at once from
 ``Content-Length``), gives a browser its CSRF nonce cookie, and adds the security headers
 (CSP with no inline script, ``Referrer-Policy: no-referrer`` so portrait tokens never leak
 to other sites, no framing, no sniffing, ``no-store`` for pages). An exception no handler
