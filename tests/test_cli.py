@@ -332,3 +332,31 @@ def test_serve_and_worker_without_their_extra_say_which_to_install(argv, require
     assert code == 2 and out == ""
     assert err.count("\n") == 1
     assert f"needs the {extra} extra" in err and f"pip install 'impasto[{extra}]'" in err
+
+
+def test_bash_completion_completes_commands_and_their_flags(capsys, tmp_path):
+    import shutil
+
+    assert cli.main(["completion", "bash"]) == 0
+    script = tmp_path / "impasto.bash"
+    script.write_text(capsys.readouterr().out)
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here to run the completion in")
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["impasto", *words])
+        program = (f'source "{script}"; COMP_WORDS=(impasto {" ".join(words)}); COMP_CWORD={len(words)}; '
+                   f'COMP_LINE="{line}"; COMP_POINT={len(line)}; _shtab_impasto impasto "{words[-1]}" impasto; '
+                   'printf "%s\\n" "${COMPREPLY[@]}"')
+        done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("wor") == ["worker"]
+    assert complete("worker", "--metr") == ["--metrics-port"]
+    assert "--style-weight" in complete("render", "--style-w")          # derived from RenderParams
+
+
+def test_completion_for_an_unknown_shell_is_one_line_exit_2(capsys):
+    assert cli.main(["completion", "fish"]) == 2
+    assert capsys.readouterr().err.startswith("impasto: error: argument shell")

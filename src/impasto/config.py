@@ -77,13 +77,20 @@ class Settings(Locations):
 
     # secrets
     secret_key: SecretStr = SecretStr("")   # signs URLs and CSRF tokens; generated per data dir if empty
+    old_secret_keys: SecretStr = SecretStr("")   # a rotation: previous keys (comma-separated), still accepted
     admin_user: str = "admin"
     admin_password: SecretStr = SecretStr("")  # admin pages are closed until this is set
+    metrics_token: SecretStr = SecretStr("")   # /metrics wants "Authorization: Bearer <it>" when set
+
+    # operations
+    log_format: Literal["text", "json"] = "text"   # json: one JSON object a line, with request and job ids
+    retention_days: int = Field(30, ge=1)   # a photo and its paintings: days after upload, or after shipping
 
     # limits
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 40_000_000
     rate_limit_per_hour: int = 20     # uploads per IP and per email address
+    redis_url: str = ""               # redis://host:6379/0: rate limits and admin logouts shared by processes
     max_attempts: int = 3             # a job that failed this often is failed for good
     broker_visibility_timeout_seconds: int = 12 * 3600   # Redis broker: longer than the longest render
     download_link_seconds: int = 7 * 24 * 3600

@@ -39,6 +39,7 @@ The modules that raise them import them from here and keep their names
     └── ShopError           a request the shop's flows refuse                    (service.shop.flows)
         ├── NotFound        no such portrait, job or order (for this customer)
         ├── NotReady        not yet: the preview or print is still rendering
+        │   └── PortraitInUse  delete-now asked while a print is under way  (service.core.retention)
         ├── LinkExpired     a signed link past its time
         ├── InvalidInput    a form or API field the flows refuse
         ├── TooManyRequests over a rate limit (``headers``: Retry-After)
@@ -48,12 +49,12 @@ The modules that raise them import them from here and keep their names
 from __future__ import annotations
 
 __all__ = [
-    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "ImageError", "ImpastoError", "InvalidEmail",
-    "InvalidInput", "JobError", "KeyNotFound", "LinkExpired", "MailError", "NoSuchId", "NotFound",
-    "NotReady", "OrderStatusError", "OutputError", "ParamError", "RenderCancelled", "RenderDiverged",
-    "SecurityError", "ShopError", "StateError", "StorageError", "SuspiciousImage", "TooManyPixels",
-    "TooManyRequests", "TooSmall", "Unavailable", "UnsupportedFormat", "UploadError", "UploadTooLarge",
-    "WeightsError",
+    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "ImageError", "ImpastoError",
+    "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound", "LinkExpired", "MailError", "NoSuchId",
+    "NotFound", "NotReady", "OrderStatusError", "OutputError", "ParamError", "PortraitInUse",
+    "RenderCancelled", "RenderDiverged", "SecurityError", "ShopError", "StateError", "StorageError",
+    "SuspiciousImage", "TooManyPixels", "TooManyRequests", "TooSmall", "Unavailable", "UnsupportedFormat",
+    "UploadError", "UploadTooLarge", "WeightsError",
 ]
 
 
@@ -183,6 +184,10 @@ class NotFound(ShopError):
 
 class NotReady(ShopError):
     """Not yet: what was asked for is still being made."""
+
+
+class PortraitInUse(NotReady):
+    """A photo its customer asked to delete while an order of it is still being made."""
 
 
 class LinkExpired(ShopError):

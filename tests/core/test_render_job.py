@@ -298,3 +298,59 @@ def test_previews_start_from_the_sketch_and_prints_keep_their_own_iteration_budg
     printed = worker._params(task(JobKind.PRINT, {"print_size": "8x10in"}), style, settings, preview, {})
     assert printed.num_iterations == 120 and printed.seed == preview.seed and printed.print_size == "8x10in"
     assert isinstance(printed, RenderParams)
+
+
+def test_a_finished_render_is_timed_by_kind_and_size_and_logged_with_its_job_id(sqlite_sessions, shop):
+    import json
+    import logging
+
+    from prometheus_client import generate_latest
+
+    from impasto.logs import JsonFormatter
+    from impasto.service.core.metrics import REGISTRY
+    from support.metrics import value
+
+    count = "impasto_render_seconds_count"
+    before = value(generate_latest(REGISTRY).decode(), count, kind="preview", size="48px")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("impasto").addHandler(handler)
+    try:
+        job_id = queue(sqlite_sessions, new_portrait(sqlite_sessions))
+        assert claim_and_run(sqlite_sessions, shop, job_id) is JobStatus.DONE
+        shop["catalog"].remove("starry")
+        failed = queue(sqlite_sessions, new_portrait(sqlite_sessions))
+        assert claim_and_run(sqlite_sessions, shop, failed) is JobStatus.FAILED
+    finally:
+        logging.getLogger("impasto").removeHandler(handler)
+    text = generate_latest(REGISTRY).decode()
+    assert value(text, count, kind="preview", size="48px") == before + 1     # the failed one is not timed
+    assert value(text, "impasto_render_seconds_sum", kind="preview", size="48px") > 0
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(line.get("job_id") == failed and "failed" in line["message"] for line in lines), lines
+
+
+def test_a_render_whose_portrait_is_deleted_meanwhile_stops_and_drops_its_files(sqlite_sessions, shop):
+    from impasto.service.core.retention import delete_portrait
+
+    portrait_id = new_portrait(sqlite_sessions)
+    job_id = queue(sqlite_sessions, portrait_id, params={"start_size": 0, "num_iterations": 50})
+    deleted = []
+
+    def delete_midway() -> None:       # run_job's hook between iterations: the customer clicks "delete"
+        if not deleted:
+            with sqlite_sessions() as session:
+                deleted.append(delete_portrait(session=session, storage=shop["storage"], portrait_id=portrait_id))
+            shop["storage"].put(worker.state_key(job_id), b"a scale stored meanwhile",
+                                content_type="application/octet-stream")
+
+    with sqlite_sessions() as session:
+        jobs.claim(session=session, worker="w1")
+    status = worker.run_job(job_id, session_factory=sqlite_sessions, progress_seconds=0, yield_to=delete_midway,
+                            **shop)
+    assert status is None and deleted == [True]
+    assert not shop["storage"].exists(worker.state_key(job_id))
+    assert not shop["storage"].exists(worker.result_key(job_id))
+    with sqlite_sessions() as session:
+        assert session.get(Job, job_id) is None

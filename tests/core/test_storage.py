@@ -115,6 +115,25 @@ def test_delete_and_exists(store):
     store.delete(key)                              # idempotent, as in S3
 
 
+def test_delete_folder_removes_everything_under_it_and_nothing_beside_it(store):
+    run = uuid.uuid4().hex
+    inside = [make_key("jobs", run, "12", name) for name in ("result.png", "state.safetensors", "snapshot.jpg")]
+    beside = [make_key("jobs", run, "123", "result.png"), make_key("jobs", run, "1", "result.png"),
+              make_key("jobs", run, "12.png")]
+    for key in inside + beside:
+        store.put(key, b"x", content_type="application/octet-stream")
+    assert store.delete_folder(f"jobs/{run}/12") == 3
+    assert [store.exists(key) for key in inside] == [False] * 3
+    assert all(store.exists(key) for key in beside)
+    assert store.delete_folder(f"jobs/{run}/12") == 0            # idempotent
+    if isinstance(store, LocalStorage):                          # no empty folder left behind
+        assert not (store.root / "jobs" / run / "12").exists()
+        store.delete(beside[1])
+        assert not (store.root / "jobs" / run / "1").exists() and (store.root / "jobs" / run).is_dir()
+    with pytest.raises(StorageError):
+        store.delete_folder("../outside")
+
+
 def test_missing_key(store):
     key = make_key("portraits", uuid.uuid4(), "photo.jpg")
     with pytest.raises(KeyNotFound):

@@ -34,6 +34,7 @@ from impasto.service.core.db import make_engine, migrate, session_factory
 from impasto.service.core.models import Email, Job, JobKind, Portrait, Worker
 from impasto.service.farm.dispatcher import CeleryDispatcher
 from support.db import postgres_schema
+from support.redisdb import redis_database  # noqa: F401 - the farm's tests take it from here
 from support.net import wait_until  # noqa: F401 - the farm's tests take it from here
 
 HERE = Path(__file__).resolve().parent
@@ -81,25 +82,6 @@ def amqp_vhost(amqp_url: str) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             rabbitmqctl("delete_vhost", vhost)
-
-
-@contextlib.contextmanager
-def redis_database(redis_url: str) -> Iterator[str]:
-    """An empty Redis database (1..15) for one farm, flushed afterwards."""
-    import redis
-
-    base = urllib.parse.urlsplit(redis_url)._replace(path="").geturl()
-    for number in np.random.default_rng().permutation(np.arange(1, 16)):
-        client = redis.Redis.from_url(f"{base}/{number}")
-        if client.dbsize() == 0:
-            break
-    else:
-        missing("no empty Redis database among 1..15")
-    try:
-        yield f"{base}/{number}"
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @contextlib.contextmanager

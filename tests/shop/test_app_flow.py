@@ -133,8 +133,10 @@ def _download_link(box, number: str) -> str:
     assert set(texts) == {"Your previews are ready", "Your print file is ready"}
     assert all(m["To"] == "Ada@example.com" for m in box.messages)     # the domain normalised
     links = re.findall(r"https?://\S+", texts["Your print file is ready"])
-    assert len(links) == 1 and number in links[0]
-    return links[0]
+    downloads = [link for link in links if link.endswith("/download")]
+    assert len(downloads) == 1 and number in downloads[0]
+    assert [link for link in links if link.endswith("/delete")]          # "delete my photo now"
+    return downloads[0]
 
 
 def _check_rows(shop, number: str) -> None:

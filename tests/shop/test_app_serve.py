@@ -52,6 +52,28 @@ def test_serve_starts_the_shop_and_stops_on_ctrl_c(tmp_path):
     assert (tmp_path / "impasto.db").stat().st_mode & 0o077 == 0      # customers' emails and addresses
 
 
+def test_serve_with_json_logs_writes_one_object_a_line_with_the_request_id(tmp_path):
+    import json
+
+    port = free_port()
+    env = {**os.environ, "IMPASTO_DATA_DIR": str(tmp_path), "IMPASTO_CATALOG_DIR": str(tmp_path / "styles"),
+           "IMPASTO_LOG_FORMAT": "json", "IMPASTO_SKETCHES": "0", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "impasto.cli", "serve", "-v", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        process.stdout.readline()
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz"), "the shop to answer", seconds=60)
+        answer = httpx.get(f"http://127.0.0.1:{port}/privacy", headers={"X-Request-ID": "edge-0123456789"})
+        assert answer.headers["x-request-id"] == "edge-0123456789"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]   # every line is JSON
+    assert {"uvicorn.error", "impasto.service.shop.middleware"} <= {r["logger"] for r in records}, stderr
+    assert any(r.get("request_id") == "edge-0123456789" and r["message"].startswith("GET /privacy")
+               for r in records), stderr
+
+
 def _get(url: str):
     try:
         return httpx.get(url, timeout=5)

@@ -11,8 +11,9 @@ One module a concern; this one builds the parser and runs a command (``main``):
     render.py    impasto render: progress report, resumable state
     catalog.py   impasto preview and impasto styles
     sweep.py     impasto sweep
-    shop.py      impasto serve
-    farm.py      impasto worker
+    serve.py     impasto serve
+    worker.py    impasto worker
+    completion.py  impasto completion bash|zsh|tcsh (shtab)
 Heavy imports (torch, fastapi, celery) stay inside the command functions, so that
 ``impasto --help`` is quick.
 """
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from impasto import __version__
 from impasto.cli.catalog import add_preview, add_styles
+from impasto.cli.completion import add_completion
 from impasto.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, Parser, UsageError, fail, setup_logging
 from impasto.cli.options import add_model_options, given_options
 from impasto.cli.render import ProgressReport, add_render
@@ -55,6 +57,7 @@ def build_parser() -> Parser:
     add_styles(commands, common, RenderParams)
     add_serve(commands, common)
     add_worker(commands, common)
+    add_completion(commands, common)
     return parser
 
 

@@ -82,6 +82,14 @@ def setup_logging(verbosity: int) -> None:
     logger.setLevel(level)
 
 
+def use_log_format(log_format: str, *, text: str | None = None) -> None:
+    """``IMPASTO_LOG_FORMAT`` (``Settings.log_format``) for impasto's lines: ``json`` gives one
+    JSON object a line (``impasto.logs.JsonFormatter``), ``text`` the ``text`` format given."""
+    from impasto.logs import formatter_for
+
+    log_handler.setFormatter(formatter_for(log_format, text=text or f"{PROG}: %(levelname)s: %(message)s"))
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> int:
     first = str(message).strip().splitlines() or ["unknown error"]
     print(f"{PROG}: error: {first[0]}", file=sys.stderr)

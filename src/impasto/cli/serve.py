@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from impasto.cli.common import require_extra
+from impasto.cli.common import require_extra, use_log_format
 from impasto.errors import ImpastoError
 
 SERVE_EPILOG = """\
@@ -36,6 +36,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     require_extra("shop", "serve")
     settings = _serve_settings(args)
+    use_log_format(settings.log_format)
     if settings.broker_url:
         require_extra("farm", "serve --broker")    # the shop publishes to the farm with Celery
     from impasto.service.shop.app import create_app

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from impasto.cli.common import PROG, UsageError, log_handler, require_extra, setup_logging
+from impasto.cli.common import PROG, UsageError, require_extra, setup_logging, use_log_format
 from impasto.cli.options import comma_list
 
 WORKER_EPILOG = """\
@@ -41,6 +41,9 @@ def add_worker(commands, common: argparse.ArgumentParser) -> None:
                              "50%% of the RAM on a CPU)")
     worker.add_argument("--lease-seconds", type=float, metavar="S",
                         help="a job whose worker is silent this long is given to another (default: 300)")
+    worker.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve this worker's Prometheus metrics (render seconds) on PORT, all "
+                             "addresses (default: none; the shop's /metrics has the job table's)")
     worker.set_defaults(handler=run_worker)
 
 
@@ -51,9 +54,11 @@ def run_worker(args: argparse.Namespace) -> int:
 
     setup_logging(args.verbose + (0 if args.quiet else 1))
     logging.getLogger("impasto").propagate = False   # Celery logs to the root logger too: say it once
-    log_handler.setFormatter(logging.Formatter(f"%(asctime)s {PROG}: %(levelname)s: %(processName)s: %(message)s"))
     settings = _farm_settings({"broker_url": args.broker, "database_url": args.database_url,
                                "storage_url": args.storage_url})
+    use_log_format(settings.log_format, text=f"%(asctime)s {PROG}: %(levelname)s: %(processName)s: %(message)s")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise UsageError(f"--metrics-port {args.metrics_port}: 1..65535")
     if not settings.broker_url:
         raise UsageError("give --broker URL (or set IMPASTO_BROKER_URL)")
     check_broker_url(settings.broker_url)
@@ -75,7 +80,7 @@ def run_worker(args: argparse.Namespace) -> int:
               f"queues {','.join(config.queues)}, broker {redact(settings.broker_url)}; "
               f"Ctrl-C stops after the current job", flush=True)
     celery_level = "INFO" if args.verbose >= 2 else "WARNING"
-    return farm_worker.run_worker(config, loglevel=celery_level)
+    return farm_worker.run_worker(config, loglevel=celery_level, metrics_port=args.metrics_port)
 
 
 def _farm_settings(overrides: dict[str, Any]):

@@ -27,6 +27,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from impasto.errors import ImageError, ImpastoError, ParamError, RenderCancelled, RenderDiverged
-from impasto.service.core import jobs, orders, outbox
+from impasto.logs import with_job_context
+from impasto.service.core import jobs, metrics, orders, outbox
 from impasto.service.core.models import Job, JobKind, JobStatus, Order, OrderStatus, Portrait
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PORTRAIT_PATH = "/portraits/{public_id}"                              # the previews page
 DOWNLOAD_PATH = "/portraits/{public_id}/orders/{number}/download"      # mints a signed URL per click
+DELETE_PATH = "/portraits/{public_id}/delete"                          # "delete my photo now" (asks first)
 
 
 def result_key(job_id: int) -> str:
@@ -84,6 +87,7 @@ class _Task:
     parent_state_key: str | None
 
 
+@with_job_context
 def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, catalog: Catalog,
             settings: Settings, progress_seconds: float = jobs.PROGRESS_SECONDS,
             lease_seconds: float = jobs.LEASE_SECONDS,
@@ -100,6 +104,8 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     ``memory_budget``), over the preset's, the preview's and the job's own.
     ``yield_to``: called between iterations; it may block a moment (the embedded shop's
     sketches take the CPU first: an upload's cards get their looks before more is painted).
+    Every line logged meanwhile carries the job's id (``logs.JOB_ID``); a finished render's
+    seconds go to ``metrics.RENDER_SECONDS``.
     """
     task = _load_task(session_factory, job_id)
     if task is None:
@@ -115,6 +121,7 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
                                         yield_to=yield_to)
             if snapshot_seconds and task.kind is JobKind.PREVIEW:
                 report = _with_snapshots(report, storage, job_id, snapshot_seconds)
+            started = time.monotonic()
             result, state = _render(task, storage=storage, catalog=catalog, settings=settings, report=report,
                                     machine=machine or {})
     except RenderCancelled:
@@ -134,9 +141,28 @@ def run_job(job_id: int, *, session_factory: sessionmaker[Session], storage, cat
     else:
         done = _record(session_factory, jobs.finish, **fenced, result_key=result, state_key=state)
         status = done and JobStatus.DONE
+        metrics.observe_render(kind=task.kind.value, size=_size_label(task, settings),
+                               seconds=time.monotonic() - started)
     if status in jobs.FINISHED:
         _safely_notify(session_factory, task, settings)
+    elif not status:
+        _drop_if_deleted(session_factory, storage, job_id)
     return status or None
+
+
+def _drop_if_deleted(session_factory: sessionmaker[Session], storage, job_id: int) -> None:
+    """The job's row is gone (its portrait was deleted while it rendered): so go its files."""
+    with session_factory() as session:
+        if session.get(Job, job_id) is not None:
+            return              # not ours any more (another worker has it): its files are its
+    count = storage.delete_folder(f"jobs/{job_id}")
+    log.info("job %s was deleted while it rendered: %d file(s) it stored dropped", job_id, count)
+
+
+def _size_label(task: _Task, settings: Settings) -> str:
+    """A print's size (``8x10in``), a preview's long side (``384px``): few values, a fair label."""
+    size = task.params.get("print_size") or f"{task.params.get('image_size') or settings.preview_size}px"
+    return str(size)[:16]
 
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
@@ -351,9 +377,13 @@ def _previews_ready(session: Session, portrait_id: int, settings: Settings) -> N
     if counts.get(JobStatus.QUEUED) or counts.get(JobStatus.RUNNING) or not counts.get(JobStatus.DONE):
         return
     portrait = session.get(Portrait, portrait_id)
-    url = settings.public_url.rstrip("/") + PORTRAIT_PATH.format(public_id=portrait.public_id)
+    base = settings.public_url.rstrip("/")
+    url = base + PORTRAIT_PATH.format(public_id=portrait.public_id)
     outbox.queue_email(session=session, dedupe_key=f"previews_ready:{portrait_id}", to=portrait.email,
-                     template="previews_ready", context={"portrait": portrait.public_id, "portrait_url": url})
+                     template="previews_ready",
+                     context={"portrait": portrait.public_id, "portrait_url": url,
+                              "delete_url": base + DELETE_PATH.format(public_id=portrait.public_id),
+                              "retention_days": settings.retention_days})
 
 
 def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
@@ -377,4 +407,7 @@ def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
                      template="print_ready",
                      context={"order": order.number, "portrait": public_id, "name": order.shipping_name,
                               "size": order.print_size, "download_url": url,
-                              "link_days": settings.download_link_seconds // 86400})
+                              "link_days": settings.download_link_seconds // 86400,
+                              "delete_url": (settings.public_url.rstrip("/")
+                                             + DELETE_PATH.format(public_id=public_id)),
+                              "retention_days": settings.retention_days})

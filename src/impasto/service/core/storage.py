@@ -15,9 +15,6 @@ and propagate as they are (botocore errors, ``OSError``), to be answered with a 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import os
 import re
@@ -25,12 +22,13 @@ import shutil
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from impasto.errors import KeyNotFound, StorageError
 from impasto.files import atomic_path
+from impasto.service.core.signing import Keyring
 from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_int
 
 log = logging.getLogger(__name__)
@@ -113,6 +111,10 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error (as in S3)."""
 
+    def delete_folder(self, folder: str) -> int:
+        """Remove every object whose key starts with ``folder/`` (``jobs/12``: not ``jobs/123``);
+        how many there were. A missing folder is not an error."""
+
     def signed_url(self, key: str, *, expires_seconds: int, filename: str | None = None) -> str:
         """A URL that downloads the object for ``expires_seconds`` (as ``filename`` if given)."""
 
@@ -145,13 +147,13 @@ class LocalStorage:
     expiry.
     """
 
-    def __init__(self, root: Path | str, *, secret: bytes, base_url: str,
+    def __init__(self, root: Path | str, *, secret: bytes, base_url: str, old_secrets: Iterable[bytes] = (),
                  clock: Callable[[], float] = time.time) -> None:
         if not secret:
             raise StorageError("LocalStorage needs a non-empty secret to sign URLs")
         self.root = Path(root)
         self.base_url = base_url.rstrip("/")
-        self._secret = bytes(secret)
+        self._keys = Keyring(secret, old_secrets)     # old_secrets: URLs signed before a key rotation
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -192,7 +194,29 @@ class LocalStorage:
         return self.path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        self._prune(path.parent)
+
+    def delete_folder(self, folder: str) -> int:
+        path = self.path(folder)
+        if not path.is_dir() or path == self.root.resolve():
+            return 0
+        count = sum(1 for item in path.rglob("*") if item.is_file())
+        shutil.rmtree(path)        # path() refused a folder that resolves outside the root
+        self._prune(path.parent)
+        return count
+
+    def _prune(self, folder: Path) -> None:
+        """Remove the folders a deletion left empty, up to (not including) the root: a
+        customer's folder must not outlive the customer's files."""
+        root = self.root.resolve()
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:      # not empty (or already gone): stop here
+                return
+            folder = folder.parent
 
     def check(self) -> None:
         """The root is a folder this process can write into, or can be made by ``put``.
@@ -231,15 +255,16 @@ class LocalStorage:
         expires = parse_int(expires, maximum=MAX_TIMESTAMP)
         if expires is None or not isinstance(signature, str) or expires < self._clock():
             return False
-        expected = self._sign(key, expires, filename)
-        return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+        return self._keys.verify(self._message(key, expires, filename), signature)
 
     def _sign(self, key: str, expires: int, filename: str | None) -> str:
+        return self._keys.mac(self._message(key, expires, filename))
+
+    @staticmethod
+    def _message(key: str, expires: int, filename: str | None) -> bytes:
         # NUL separators: no key, number or filename can contain one to shift a boundary.
         # A missing filename and an empty one sign differently ("-" vs "+").
-        message = "\0".join([key, str(expires), "-" if filename is None else "+" + filename])
-        digest = hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        return "\0".join([key, str(expires), "-" if filename is None else "+" + filename]).encode("utf-8")
 
 
 class S3Storage:
@@ -316,6 +341,16 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
+    def delete_folder(self, folder: str) -> int:
+        prefix = self.object_key(folder) + "/"
+        count = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            names = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if names:      # at most 1000 a page, which is also delete_objects' limit
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": names, "Quiet": True})
+                count += len(names)
+        return count
+
     def signed_url(self, key: str, *, expires_seconds: int, filename: str | None = None) -> str:
         params = {"Bucket": self.bucket, "Key": self.object_key(key)}
         if filename is not None:
@@ -332,8 +367,8 @@ def _is_not_found(exc: Exception) -> bool:
     return code in ("NoSuchKey", "404", "NotFound")
 
 
-def storage_from_url(url: str, *, secret: bytes, base_url: str,
-                     endpoint_url: str | None = None) -> LocalStorage | S3Storage:
+def storage_from_url(url: str, *, secret: bytes, base_url: str, endpoint_url: str | None = None,
+                     old_secrets: Iterable[bytes] = ()) -> LocalStorage | S3Storage:
     """The storage a URL names: ``file:///srv/impasto/files`` or ``s3://bucket/prefix``.
 
     For S3 the boto3 client is made on first use, from the usual AWS credential chain;
@@ -344,7 +379,8 @@ def storage_from_url(url: str, *, secret: bytes, base_url: str,
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise StorageError(f"storage URL {url!r}: use file:///absolute/path")
-        return LocalStorage(Path(urllib.parse.unquote(parsed.path)), secret=secret, base_url=base_url)
+        return LocalStorage(Path(urllib.parse.unquote(parsed.path)), secret=secret, base_url=base_url,
+                            old_secrets=old_secrets)
     if parsed.scheme == "s3":
         if not parsed.netloc or parsed.query or parsed.fragment:
             raise StorageError(f"storage URL {url!r}: use s3://bucket/prefix")

@@ -17,6 +17,11 @@ Configuration, and why:
   the longest render, or a running job's message is handed to a second worker (which
   then finds the job running and drops it: harmless, but a wasted delivery).
 
+Operators' tools: task events and remote control are on, so ``celery -A
+impasto.service.farm.celery_app inspect active`` (or ``events``, or Flower) works against the
+farm. ``app``, the module's Celery app for them, is made on first access from
+``IMPASTO_BROKER_URL`` (PEP 562 ``__getattr__``): importing this module still builds nothing.
+
 A message only names a job: ``render_job(job_id)``. Every delivery re-checks the table
 (``jobs.claim(job_id=…)``), so a duplicate, a redelivery after a crash or a message for a
 cancelled job does nothing; and a job whose message was lost is re-sent by the sweeper
@@ -47,6 +52,24 @@ REDIS_SCHEMES = ("redis", "rediss")
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 _runtime: Any = None    # the worker process's farm.worker.WorkerRuntime (None in the shop)
+_app: Any = None        # ``app``, made by __getattr__ on first use
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` (also ``celery``, Celery's other name to look for): the farm's app on
+    ``Settings.broker_url``, for ``celery -A impasto.service.farm.celery_app …`` and Flower."""
+    global _app
+    if name not in ("app", "celery"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        from impasto.config import get_settings
+
+        settings = get_settings()
+        if not settings.broker_url:
+            raise FarmError("the farm's Celery app needs IMPASTO_BROKER_URL (amqp://… or redis://…)")
+        _app = make_celery(settings.broker_url,
+                           visibility_timeout_seconds=settings.broker_visibility_timeout_seconds)
+    return _app
 
 
 def check_broker_url(url: str) -> str:
@@ -98,10 +121,13 @@ def make_celery(broker_url: str, *,
         task_queues=queues, task_default_queue="preview", task_default_exchange=EXCHANGE,
         task_create_missing_queues=False, task_default_delivery_mode="persistent",
         result_backend=None, task_ignore_result=True, task_store_errors_even_if_ignored=False,
-        worker_send_task_events=False, task_send_sent_event=False, worker_hijack_root_logger=False,
+        # events (task sent/started/succeeded, worker heartbeats) for Flower and `celery events`
+        worker_send_task_events=True, task_send_sent_event=True, worker_hijack_root_logger=False,
         broker_connection_retry=True, broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None, broker_connection_timeout=CONNECT_TIMEOUT_SECONDS,
-        broker_transport_options=transport, worker_enable_remote_control=False,
+        broker_transport_options=transport,
+        worker_enable_remote_control=True,    # `celery inspect active`, Flower; anyone on the broker is trusted
+
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
                                    "interval_max": 2.0},
     )

@@ -311,13 +311,70 @@ def _build_resources(settings: Settings) -> _Resources:
 
 # --- running it --------------------------------------------------------------------------
 
-def run_worker(config: WorkerConfig, *, loglevel: str = "WARNING") -> int:
+def serve_metrics(port: int) -> None:
+    """This worker's Prometheus metrics on ``port`` (every address), summed over its processes.
+
+    The renders run in the prefork child, so the child's observations must reach the main
+    process's HTTP server: prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+    a fresh folder per worker, set here before the client is first imported; the child
+    inherits it with the fork) keeps each process's values in a file and sums them per scrape.
+    Only the render seconds are served: the job table's gauges are the shop's ``/metrics``.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        log.warning("metrics: prometheus_client was imported before --metrics-port took effect; "
+                    "the render process's numbers will be missing")
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="impasto-worker-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder      # prometheus-client's own variable, for it to read
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    import impasto.service.core.metrics  # noqa: F401 - the render histogram, made in multiprocess mode
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=folder)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise FarmError(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}") from None
+    log.info("metrics on port %s (%s)", port, folder)
+
+
+def json_celery_logs(level: str) -> None:
+    """Celery's own lines as JSON too (``IMPASTO_LOG_FORMAT=json``): with a receiver on its
+    ``setup_logging`` signal Celery configures no logging itself, so the root logger gets a
+    JSON handler here."""
+    from celery import signals
+
+    from impasto.logs import JsonFormatter
+
+    def configure(**_: Any) -> None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+
+    signals.setup_logging.connect(configure, weak=False, dispatch_uid="impasto-json-logs")
+
+
+def run_worker(config: WorkerConfig, *, loglevel: str = "WARNING", metrics_port: int | None = None) -> int:
     """Check the broker, migrate the database, run the Celery worker until it is stopped."""
     from celery import signals
 
     from impasto.service.core.db import migrate
 
     settings = config.settings
+    if metrics_port is not None:
+        serve_metrics(metrics_port)
+    if settings.log_format == "json":
+        json_celery_logs(loglevel)
     app = celery_app.make_celery(settings.broker_url,
                                  visibility_timeout_seconds=settings.broker_visibility_timeout_seconds)
     celery_app.ping_broker(app)
@@ -337,6 +394,6 @@ def run_worker(config: WorkerConfig, *, loglevel: str = "WARNING") -> int:
     node = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in config.name)
     worker = app.Worker(hostname=f"{node}@{config.host}", queues=config.queues, concurrency=1,
                         pool_cls="prefork", loglevel=loglevel, without_gossip=True, without_mingle=True,
-                        without_heartbeat=True, quiet=True, redirect_stdouts=False, optimization="fair")
+                        quiet=True, redirect_stdouts=False, optimization="fair")
     worker.start()
     return int(worker.exitcode or 0)

@@ -8,8 +8,9 @@ Start-up (the lifespan, in order): migrate the database; list the styles (the st
 is made here on first use, not in a customer's request); start the dispatcher (embedded:
 it first requeues jobs a crash left ``running``); start the outbox sender, a thread that
 delivers queued mails — mail is never sent inside a request, and with no SMTP server
-configured the rows stay pending (logged once), to go out when one is. Shutdown reverses
-it: the sender stops, render threads hand their jobs back to the queue.
+configured the rows stay pending (logged once), to go out when one is; start the retention
+sweeper (``core/retention.py``: photos past ``IMPASTO_RETENTION_DAYS`` are deleted, hourly).
+Shutdown reverses it: the threads stop, render threads hand their jobs back to the queue.
 
 Nothing heavy happens at import: no engine, no client, no torch (the routes that need
 ``RenderParams`` are imported by ``create_app``).
@@ -69,6 +70,8 @@ class Shop:
     templates: Any = None
     outbox: OutboxSender | None = None
     sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
+    metrics: Any = None                      # what /metrics serves (core.metrics.Combined)
+    retention: Any = None                    # core.retention.RetentionSweeper, while started
     outbox_seconds: float = OUTBOX_POLL_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
@@ -92,11 +95,18 @@ class Shop:
         self.dispatcher.start()
         self.outbox = OutboxSender(self.sessions, self.mailer, interval_seconds=self.outbox_seconds)
         self.outbox.start()
+        from impasto.service.core.retention import RetentionSweeper
+
+        self.retention = RetentionSweeper(sessions=self.sessions, storage=self.storage,
+                                          days=self.settings.retention_days)
+        self.retention.start()
         self.started = True
 
     def stop(self) -> None:
         if self.outbox is not None:
             self.outbox.stop()
+        if self.retention is not None:
+            self.retention.stop(STOP_SECONDS)
         if self.sketches is not None:
             self.sketches.stop()
         if self.started:
@@ -176,17 +186,21 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.service.core.db import make_engine, session_factory
     from impasto.service.core.storage import storage_from_url
     from impasto.service.shop.payments import default_providers
-    from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
+    from impasto.service.core.signing import split_keys
+    from impasto.service.shop.limits import make_limiters
+    from impasto.service.shop.security import Signer, load_secret
     from impasto.service.shop.sketches import SketchPainter
 
     settings = settings or get_settings()
     secret = load_secret(settings.secret_key.get_secret_value(), settings.data_dir)
+    old_secrets = split_keys(settings.old_secret_keys.get_secret_value())   # a key rotation's previous keys
     own_engine = engine is None
     engine = engine or make_engine(settings.resolved_database_url())
     sessions = session_factory(engine)
     storage = storage or storage_from_url(settings.resolved_storage_url(), secret=secret,
                                           base_url=settings.public_url,
-                                          endpoint_url=settings.s3_endpoint_url or None)
+                                          endpoint_url=settings.s3_endpoint_url or None,
+                                          old_secrets=old_secrets)
     catalog = catalog or Catalog(starter=settings.starter_styles)
     if mailer is None and settings.smtp_url:
         from impasto.service.shop.mail import Mailer
@@ -196,12 +210,14 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     sketches = (SketchPainter(sessions=sessions, storage=storage, catalog=catalog, size=settings.preview_size)
                 if settings.sketches else None)
     dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
-    limit = settings.rate_limit_per_hour
-    return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
-                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
-                upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
-                login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
-                sketches=sketches)
+    shop = Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
+                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret, old_secrets=old_secrets),
+                payments=default_providers(), own_engine=own_engine, sketches=sketches,
+                **make_limiters(settings))
+    from impasto.service.core.metrics import REGISTRY, Combined, TableCollector
+
+    shop.metrics = Combined(REGISTRY, TableCollector(sessions))
+    return shop
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog,
@@ -226,8 +242,9 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.shop.routes import admin, api, docs, files, health, pages
-    from impasto.service.shop.routes.web import install_error_handlers, make_templates, shop_middleware
+    from impasto.service.shop.routes import admin, api, docs, files, health, metrics, pages, privacy
+    from impasto.service.shop.middleware import RequestMiddleware, shop_middleware
+    from impasto.service.shop.routes.web import install_error_handlers, make_templates
     from impasto.service.shop.server import BodyTimeoutMiddleware
 
     @asynccontextmanager
@@ -248,13 +265,14 @@ def _app_for(shop: Shop) -> FastAPI:
     shop.templates = make_templates(shop, TEMPLATE_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs.ASSETS, StaticFiles(directory=docs.assets_folder()), name="docs-assets")
-    for module in (pages, api, admin, files, docs, health):
+    for module in (pages, privacy, api, admin, files, docs, health, metrics):
         app.include_router(module.router)
     install_error_handlers(app)
     # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.
     app.add_middleware(BodyTimeoutMiddleware, idle_seconds=shop.settings.body_timeout_seconds,
                        total_seconds=shop.settings.body_total_seconds)
     app.add_middleware(shop_middleware(shop))
+    app.add_middleware(RequestMiddleware)    # outermost: the request id is on every line and answer
     return app
 
 

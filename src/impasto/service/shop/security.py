@@ -26,10 +26,9 @@
   out of the admin from a browser the owner has used — only a first sign-in from a new
   browser on the attacker's own network, or during a distributed attack, has to wait.
 - **Rate limits** (``RateLimiter``): a sliding window per key (an IP, an email) kept in
-  memory — one process serves the shop in embedded mode; behind several app processes each
-  counts on its own, so the effective limit multiplies (a shared store would be next). The
-  revoked admin sessions are per process too: a multi-process deployment needs a shared
-  store for both.
+  memory — exact behind one process. Behind several, set ``IMPASTO_REDIS_URL``: the limits
+  and the revoked admin sessions are then kept in Redis (``shop/limits.py``), so every
+  process counts the same hits and honours the same logouts.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from impasto.errors import SecurityError
@@ -94,23 +93,29 @@ def _read_secret(path: Path) -> bytes:
     return key.encode()
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class Signer:
-    """HMAC-SHA256 signatures over ``purpose``, ``value`` and an expiry (unix seconds)."""
+    """HMAC-SHA256 signatures over ``purpose``, ``value`` and an expiry (unix seconds).
 
-    def __init__(self, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
-        if len(secret) < MIN_SECRET_BYTES:
+    Signs with ``secret``; also accepts what ``old_secrets`` signed (``core.signing.Keyring``),
+    so a key rotation ends no session, cookie or form before its own expiry.
+    """
+
+    def __init__(self, secret: bytes, *, old_secrets: Iterable[bytes] = (),
+                 clock: Callable[[], float] = time.time) -> None:
+        from impasto.service.core.signing import Keyring
+
+        if len(secret) < MIN_SECRET_BYTES or any(len(old) < MIN_SECRET_BYTES for old in old_secrets):
             raise SecurityError("a signing secret needs at least 16 bytes")
-        self._secret = bytes(secret)
+        self._keys = Keyring(secret, old_secrets)
         self.clock = clock
 
-    def mac(self, purpose: str, value: str, expires: int) -> str:
+    @staticmethod
+    def _message(purpose: str, value: str, expires: int) -> bytes:
         # surrogatepass: a lone surrogate (JSON can carry one) must not make unsign raise
-        message = "\0".join([purpose, value, str(expires)]).encode("utf-8", "surrogatepass")
-        return _b64(hmac.new(self._secret, message, hashlib.sha256).digest())
+        return "\0".join([purpose, value, str(expires)]).encode("utf-8", "surrogatepass")
+
+    def mac(self, purpose: str, value: str, expires: int) -> str:
+        return self._keys.mac(self._message(purpose, value, expires))
 
     def sign(self, purpose: str, value: str, *, seconds: int) -> str:
         """``value.expires.mac``; ``value`` must not contain ``.``."""
@@ -130,7 +135,7 @@ class Signer:
         value, mac = parts[0], parts[2]
         if expires < self.clock():
             return None
-        if not hmac.compare_digest(self.mac(purpose, value, expires).encode(), mac.encode("utf-8", "replace")):
+        if not self._keys.verify(self._message(purpose, value, expires), mac):
             return None
         return value
 
@@ -310,9 +315,12 @@ class LoginGuard:
     """
 
     def __init__(self, *, per_source: int = 10, per_user: int = 100, window_seconds: float = 900.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_source = RateLimiter(per_source, window_seconds, clock=clock)
-        self.per_user = RateLimiter(per_user, window_seconds, clock=clock)
+                 clock: Callable[[], float] = time.monotonic,
+                 limiter: Callable[[str, int, float], RateLimiter] | None = None) -> None:
+        # limiter(name, limit, window): another store's limiter (shop/limits.py), named apart
+        make = limiter or (lambda name, count, window: RateLimiter(count, window, clock=clock))
+        self.per_source = make("source", per_source, window_seconds)
+        self.per_user = make("user", per_user, window_seconds)
 
     def _keys(self, ip: str, user: str, device: str | None) -> list[tuple[RateLimiter, str]]:
         if device:

@@ -124,12 +124,26 @@ async def _nothing() -> Message:
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, settings: Any, log_level: str = "warning"):
-    """A uvicorn ``Config`` for the shop: h11 with the header timeout from ``settings``."""
+    """A uvicorn ``Config`` for the shop: h11 with the header timeout from ``settings``; with
+    ``IMPASTO_LOG_FORMAT=json`` uvicorn's own lines are JSON too."""
     import uvicorn
 
     protocol = type("ShopH11Protocol", (HeaderTimeoutH11Protocol,),
                     {"header_timeout_seconds": settings.header_timeout_seconds})
-    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, http=protocol, log_level=log_level)
+    extra = {"log_config": json_log_config()} if getattr(settings, "log_format", "text") == "json" else {}
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=True, http=protocol, log_level=log_level,
+                          **extra)
+
+
+def json_log_config() -> dict[str, Any]:
+    """uvicorn's loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``) through ``logs.JsonFormatter``."""
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "impasto.logs.JsonFormatter"}},
+            "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json",
+                                  "stream": "ext://sys.stderr"}},
+            "loggers": {"uvicorn": {"handlers": ["json"], "propagate": False},
+                        "uvicorn.error": {"propagate": True},
+                        "uvicorn.access": {"handlers": ["json"], "propagate": False}}}
 
 
 def run(app: Any, *, host: str, port: int, settings: Any, log_level: str = "warning") -> None:

@@ -19,7 +19,7 @@ from impasto.errors import ImpastoError
 from impasto.service.core.storage import LocalStorage, content_disposition
 from impasto.service.core.untrusted import MAX_TIMESTAMP, parse_id, parse_int
 from impasto.service.shop import flows
-from impasto.service.shop.routes.web import DB, shop_of
+from impasto.service.shop.deps import DB, shop_of
 
 router = APIRouter(include_in_schema=False)
 

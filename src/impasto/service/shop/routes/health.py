@@ -8,7 +8,7 @@ state, or 503 naming the parts that fail. The reasons go to the log, not to the 
 probe is public and an error message can carry host names and paths.
 
 Neither takes a CSRF token or counts against a rate limit (they are GETs no limit applies
-to), and neither sets the CSRF cookie (``web.PROBE_PATHS``: ``ShopMiddleware`` skips them); both carry
+to), and neither sets the CSRF cookie (``middleware.PROBE_PATHS``: ``ShopMiddleware`` skips them); both carry
 the security headers every answer has.
 """
 
