@@ -105,6 +105,18 @@ class Settings(Locations):
     print_iterations: int = 120       # a print's total over its whole schedule (the preview's scales are skipped)
     currency: str = "EUR"
 
+    # payments (docs/payments.md): "invoice" needs no account; "stripe" sells through Stripe Checkout
+    payment_provider: Literal["invoice", "stripe"] = "invoice"
+    stripe_secret_key: SecretStr = SecretStr("")      # sk_live_… / sk_test_… (or a restricted key)
+    stripe_webhook_secret: SecretStr = SecretStr("")  # whsec_…: the /webhooks/stripe endpoint's signing secret
+    stripe_api_base: str = ""         # empty: Stripe's own (https://api.stripe.com); tests point it at a fake
+    stripe_webhook_tolerance_seconds: int = Field(300, gt=0)   # older signatures are refused (replays)
+    checkout_expiry_seconds: int = Field(24 * 3600, ge=1800, le=24 * 3600)   # Stripe allows 30 min..24 h
+
+    # fulfilment: "manual" (the admin prints and ships)
+    fulfilment_provider: Literal["manual"] = "manual"
+    tracking_url_template: str = ""   # e.g. https://track.example/{tracking}: the shipped email's link
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'impasto.db'}"
 
