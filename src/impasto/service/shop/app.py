@@ -198,7 +198,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     limit = settings.rate_limit_per_hour
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
-                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(),
+                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(settings),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
                 login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
                 sketches=sketches)
@@ -226,7 +226,7 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.shop.routes import admin, api, docs, files, health, pages
+    from impasto.service.shop.routes import admin, api, docs, files, health, pages, webhooks
     from impasto.service.shop.routes.web import install_error_handlers, make_templates, shop_middleware
     from impasto.service.shop.server import BodyTimeoutMiddleware
 
@@ -248,7 +248,7 @@ def _app_for(shop: Shop) -> FastAPI:
     shop.templates = make_templates(shop, TEMPLATE_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs.ASSETS, StaticFiles(directory=docs.assets_folder()), name="docs-assets")
-    for module in (pages, api, admin, files, docs, health):
+    for module in (pages, api, admin, files, docs, health, webhooks):
         app.include_router(module.router)
     install_error_handlers(app)
     # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.
