@@ -113,9 +113,15 @@ class Settings(Locations):
     stripe_webhook_tolerance_seconds: int = Field(300, gt=0)   # older signatures are refused (replays)
     checkout_expiry_seconds: int = Field(24 * 3600, ge=1800, le=24 * 3600)   # Stripe allows 30 min..24 h
 
-    # fulfilment: "manual" (the admin prints and ships)
-    fulfilment_provider: Literal["manual"] = "manual"
+    # fulfilment (docs/payments.md): "manual" (the admin prints and ships) or "http" (a print lab's order API)
+    fulfilment_provider: Literal["manual", "http"] = "manual"
     tracking_url_template: str = ""   # e.g. https://track.example/{tracking}: the shipped email's link
+    lab_api_base: str = ""            # e.g. https://api.sandbox.prodigi.com/v4.0 (modelled on Prodigi's v4 Orders)
+    lab_api_key: SecretStr = SecretStr("")   # sent as X-API-Key
+    lab_skus: dict[str, str] = Field(default_factory=dict)   # print size → the lab's product SKU (default: the size)
+    lab_shipping_method: str = "Standard"
+    lab_poll_seconds: float = Field(600.0, gt=0)   # how often submitted orders are asked about (callbacks hurry it)
+    print_file_format: Literal["jpeg", "tiff"] = "jpeg"   # what the lab gets: sRGB, at print_dpi
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'impasto.db'}"

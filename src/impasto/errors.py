@@ -44,13 +44,14 @@ The modules that raise them import them from here and keep their names
         ├── TooManyRequests over a rate limit (``headers``: Retry-After)
         ├── WebhookRejected a webhook whose signature, age or body does not check out (service.shop.payments)
         └── Unavailable     the shop cannot take it now
-            └── PaymentError the payment provider failed or refused a call     (service.shop.payments)
+            ├── PaymentError the payment provider failed or refused a call     (service.shop.payments)
+            └── FulfilmentError the print lab failed or refused a call         (service.shop.fulfilment)
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "ImageError", "ImpastoError",
+    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "FulfilmentError", "ImageError", "ImpastoError",
     "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound", "LinkExpired", "MailError", "NoSuchId",
     "NotFound", "NotReady", "OrderStatusError", "OutputError", "ParamError", "PaymentError",
     "RenderCancelled", "RenderDiverged", "SecurityError", "ShopError", "StateError", "StorageError",
@@ -213,3 +214,7 @@ class PaymentError(Unavailable):
 
 class WebhookRejected(ShopError):
     """A webhook whose signature, timestamp or body does not check out (answered 400)."""
+
+
+class FulfilmentError(Unavailable):
+    """The print lab failed or refused a call: the order stays where it was, to be tried again."""

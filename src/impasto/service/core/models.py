@@ -223,6 +223,12 @@ class Order(Base):
     carrier: Mapped[str | None] = mapped_column(String(64))
     tracking_number: Mapped[str | None] = mapped_column(String(128))
     tracking_url: Mapped[str | None] = mapped_column(Text)
+    # a print lab's side (IMPASTO_FULFILMENT_PROVIDER=http): its order id, and the tries to get it there
+    print_file_key: Mapped[str | None] = mapped_column(String(512))    # the print file in the lab's format
+    fulfilment_ref: Mapped[str | None] = mapped_column(String(64))
+    fulfilment_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fulfilment_error: Mapped[str | None] = mapped_column(Text)
+    fulfilment_next_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     paid_at: Mapped[datetime | None]

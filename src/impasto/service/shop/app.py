@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from impasto.config import Settings
     from impasto.service.core.dispatch import Dispatcher
     from impasto.service.core.storage import Storage
+    from impasto.service.shop.fulfilment import FulfilmentProvider
+    from impasto.service.shop.lab import LabSender
     from impasto.service.shop.mail import Mailer
     from impasto.service.shop.payments import PaymentProvider
     from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer
@@ -44,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATE_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 OUTBOX_POLL_SECONDS = 2.0
+LAB_ROUND_SECONDS = 5.0        # how often the print lab's thread looks for due submissions and polls
 STOP_SECONDS = 30.0            # how long shutdown waits for a render thread to hand its job back
 FORM_BODY_BYTES = 256 * 1024   # any request body but an upload
 SNAPSHOT_SECONDS = 3.0         # how often a painting preview stores its picture for the live tiles
@@ -69,7 +72,10 @@ class Shop:
     templates: Any = None
     outbox: OutboxSender | None = None
     sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
+    fulfilment: FulfilmentProvider | None = None   # None: manual
+    lab: LabSender | None = None                   # a print lab's thread (IMPASTO_FULFILMENT_PROVIDER=http)
     outbox_seconds: float = OUTBOX_POLL_SECONDS
+    lab_seconds: float = LAB_ROUND_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
 
@@ -92,9 +98,16 @@ class Shop:
         self.dispatcher.start()
         self.outbox = OutboxSender(self.sessions, self.mailer, interval_seconds=self.outbox_seconds)
         self.outbox.start()
+        if self.fulfilment is not None and not self.fulfilment.manual:
+            from impasto.service.shop.lab import LabSender
+
+            self.lab = LabSender(self, interval_seconds=self.lab_seconds)
+            self.lab.start()
         self.started = True
 
     def stop(self) -> None:
+        if self.lab is not None:
+            self.lab.stop()
         if self.outbox is not None:
             self.outbox.stop()
         if self.sketches is not None:
@@ -175,6 +188,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.config import get_settings
     from impasto.service.core.db import make_engine, session_factory
     from impasto.service.core.storage import storage_from_url
+    from impasto.service.shop.fulfilment import make_fulfilment
     from impasto.service.shop.payments import default_providers
     from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer, load_secret
     from impasto.service.shop.sketches import SketchPainter
@@ -201,7 +215,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(settings),
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
                 login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
-                sketches=sketches)
+                sketches=sketches, fulfilment=make_fulfilment(settings))
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog,

@@ -1,10 +1,14 @@
 """Getting the print to the customer, behind a ``FulfilmentProvider``; and the admin's order steps.
 
-``manual`` (the default, and today the only one): the admin downloads the print file from
-the order's packing slip, prints it, marks it printed, then shipped with the carrier and
-tracking number; the customer gets a "shipped" email with the tracking link. A print lab's
-API (issue 16's ``http`` provider) would submit ready orders and move them on from its own
-callbacks; the protocol below is what it would fill in.
+``manual`` (the default): the admin downloads the print file from the order's packing
+slip, prints it, marks it printed, then shipped with the carrier and tracking number; the
+customer gets a "shipped" email with the tracking link.
+
+``http`` (``lab.py``): a print lab's order API, modelled on Prodigi's v4 ``Orders``. A ready
+order is submitted by the shop's lab thread (never inside a request), with its print file's
+signed URL, size, copies and address; failures are retried with backoff and shown in the
+admin, the order staying ``ready`` meanwhile, so none is lost. The lab's status, polled or
+nudged by its callback, moves the order to printed, then shipped (the same email).
 
 The admin's steps live here too, because each one may reach a provider: cancelling a paid
 order refunds it (``PaymentProvider.refund``) in the same transaction that cancels it, so an
@@ -40,13 +44,25 @@ class Shipment:
     tracking_url: str = ""
 
 
+@dataclass(frozen=True)
+class LabStatus:
+    """Where the lab has got to with an order."""
+
+    printed: bool = False
+    shipment: Shipment | None = None
+    cancelled: bool = False
+
+
 @runtime_checkable
 class FulfilmentProvider(Protocol):
     name: str
     manual: bool          # the admin marks printed and shipped by hand
 
-    def submit(self, order: Order, *, print_url: str) -> str | None:
+    def submit(self, order: Order, *, print_url: str, email: str) -> str | None:
         """The order's print file is ready: hand it on; the lab's order id (None: nothing to hand on)."""
+
+    def status(self, reference: str) -> LabStatus:
+        """The lab's news of an order it was handed."""
 
 
 class ManualFulfilment:
@@ -55,11 +71,19 @@ class ManualFulfilment:
     name = "manual"
     manual = True
 
-    def submit(self, order: Order, *, print_url: str) -> str | None:
+    def submit(self, order: Order, *, print_url: str, email: str) -> str | None:
         return None
+
+    def status(self, reference: str) -> LabStatus:
+        return LabStatus()
 
 
 def make_fulfilment(settings) -> FulfilmentProvider:
+    if settings.fulfilment_provider == "http":
+        from impasto.service.shop.lab import HttpLab
+
+        return HttpLab(api_base=settings.lab_api_base, api_key=settings.lab_api_key.get_secret_value(),
+                       skus=settings.lab_skus, shipping_method=settings.lab_shipping_method)
     return ManualFulfilment()
 
 
@@ -109,8 +133,18 @@ def check_shipment(form: dict[str, object], *, template: str = "") -> Shipment:
 
 def ship_order(shop: Shop, *, session: Session, order_id: int, shipment: Shipment) -> Order:
     """Printed → shipped with its carrier and tracking, and the customer's "shipped" email. Commits."""
+    order = record_shipment(session=session, order_id=order_id, shipment=shipment, from_ready=False)
+    session.commit()
+    return order
+
+
+def record_shipment(*, session: Session, order_id: int, shipment: Shipment, from_ready: bool = True) -> Order:
+    """The order shipped (through printed, when ``from_ready`` and it is still ready) and its
+    "shipped" email queued once. Flushes; the caller commits."""
     from impasto.service.core import outbox
 
+    if from_ready and session.get(Order, order_id).status is OrderStatus.READY:
+        set_order_status(session=session, order_id=order_id, status=OrderStatus.PRINTED)
     order = set_order_status(session=session, order_id=order_id, status=OrderStatus.SHIPPED,
                              carrier=shipment.carrier, tracking_number=shipment.tracking_number,
                              tracking_url=shipment.tracking_url or None)
@@ -119,7 +153,6 @@ def ship_order(shop: Shop, *, session: Session, order_id: int, shipment: Shipmen
                        context={"order": order.number, "name": order.shipping_name, "size": order.print_size,
                                 "carrier": shipment.carrier, "tracking_number": shipment.tracking_number,
                                 "tracking_url": shipment.tracking_url})
-    session.commit()
     return order
 
 

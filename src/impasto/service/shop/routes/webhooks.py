@@ -1,4 +1,4 @@
-"""Payment providers' webhooks: ``POST /webhooks/stripe``.
+"""Webhooks: a payment provider's (``POST /webhooks/stripe``) and a print lab's (``POST /webhooks/lab``).
 
 No CSRF token and no cookie: the caller is Stripe's servers, and the request proves itself
 by its ``Stripe-Signature`` over the raw body (checked by the ``stripe`` package, within
@@ -35,3 +35,25 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         log.warning("stripe webhook refused: %s", exc)
         return JSONResponse({"detail": str(exc)}, status_code=400)
     return JSONResponse({"received": True, "outcome": outcome})
+
+
+@router.post("/lab")
+async def lab_callback(request: Request) -> JSONResponse:
+    """A print lab's status callback: only a nudge to ask the lab's API about the order it names.
+
+    Its body is not trusted (the lab signs nothing): the status is read back from the API
+    with the shop's key, so a forged callback can only make the shop ask sooner."""
+    import json
+
+    shop = shop_of(request)
+    if shop.lab is None:
+        return JSONResponse({"detail": "No print lab is configured (IMPASTO_FULFILMENT_PROVIDER)."}, status_code=404)
+    try:
+        body = json.loads(await request.body())
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        reference = (data.get("order") or {}).get("id") if isinstance(data, dict) else None
+    except (ValueError, AttributeError):
+        reference = None
+    if isinstance(reference, str) and 0 < len(reference) <= 64:
+        shop.lab.wake(reference)
+    return JSONResponse({"received": True})

@@ -7,8 +7,9 @@ Create Date: 2026-12-02
 - ``orders.shipping_address`` (free text) becomes ``shipping_line1``: an order placed
   before keeps its whole address there, with an empty city and country, so the packing
   slip still shows it as it was typed. The other address parts are new columns.
-- Payment (checkout id and URL, payment intent, refund) and shipping (carrier, tracking)
-  columns, and the times ``paid_at``, ``expired_at``, ``refunded_at``.
+- Payment (checkout id and URL, payment intent, refund), shipping (carrier, tracking) and
+  print lab (its order id, the print file, tries and last error) columns, and the times
+  ``paid_at``, ``expired_at``, ``refunded_at``.
 - ``order_status`` gains ``awaiting_payment``, ``paid`` and ``expired``: the CHECK constraint
   is replaced (the statuses are VARCHARs with a CHECK, no native ENUM: see models.py).
 - ``payment_events``: each provider event id once.
@@ -33,7 +34,9 @@ NULLABLE_COLUMNS = [("payment_ref", sa.String(255)), ("payment_url", sa.Text()),
                     ("payment_intent", sa.String(255)), ("refund_ref", sa.String(255)),
                     ("carrier", sa.String(64)), ("tracking_number", sa.String(128)),
                     ("tracking_url", sa.Text()), ("paid_at", sa.DateTime(timezone=True)),
-                    ("expired_at", sa.DateTime(timezone=True)), ("refunded_at", sa.DateTime(timezone=True))]
+                    ("expired_at", sa.DateTime(timezone=True)), ("refunded_at", sa.DateTime(timezone=True)),
+                    ("print_file_key", sa.String(512)), ("fulfilment_ref", sa.String(64)),
+                    ("fulfilment_error", sa.Text()), ("fulfilment_next_at", sa.DateTime(timezone=True))]
 
 
 def _status(*values: str) -> sa.Enum:
@@ -48,6 +51,7 @@ def upgrade() -> None:
             batch.add_column(sa.Column(name, sa.String(length=length), nullable=False, server_default=""))
         for name, type_ in NULLABLE_COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True))
+        batch.add_column(sa.Column("fulfilment_attempts", sa.Integer(), nullable=False, server_default="0"))
         batch.alter_column("status", existing_type=_status(*OLD_STATUSES), type_=_status(*NEW_STATUSES),
                            existing_nullable=False)
         batch.create_index(batch.f("ix_orders_payment_ref"), ["payment_ref"], unique=False)
@@ -56,6 +60,8 @@ def upgrade() -> None:
         for name, length in ADDRESS_COLUMNS:
             batch.alter_column(name, server_default=None, existing_type=sa.String(length=length),
                                existing_nullable=False)
+        batch.alter_column("fulfilment_attempts", server_default=None, existing_type=sa.Integer(),
+                           existing_nullable=False)
     op.create_table("payment_events",
                     sa.Column("id", sa.Integer(), nullable=False),
                     sa.Column("provider", sa.String(length=16), nullable=False),
@@ -79,6 +85,7 @@ def downgrade() -> None:
         batch.drop_index(batch.f("ix_orders_payment_ref"))
         batch.alter_column("status", existing_type=_status(*NEW_STATUSES), type_=_status(*OLD_STATUSES),
                            existing_nullable=False)
+        batch.drop_column("fulfilment_attempts")
         for name, _ in reversed(NULLABLE_COLUMNS):
             batch.drop_column(name)
         for name, _ in reversed(ADDRESS_COLUMNS):
