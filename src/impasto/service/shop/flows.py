@@ -315,12 +315,12 @@ def order_page_url(shop: Shop, order: Order) -> str:
 def queue_receipt(shop: Shop, session: Session, order: Order) -> None:
     """The customer's receipt, once per order (the outbox sends it). Flushes."""
     from impasto.service.core import outbox
-    from impasto.service.shop.routes.web import money
+    from impasto.service.shop.payments import format_money
 
     outbox.queue_email(session=session, dedupe_key=f"payment_received:{order.number}", to=order.portrait.email,
                        template="payment_received",
                        context={"order": order.number, "name": order.shipping_name, "size": order.print_size,
-                                "amount": money(order.price_cents, order.currency),
+                                "amount": format_money(order.price_cents, order.currency),
                                 "order_url": order_page_url(shop, order)})
 
 

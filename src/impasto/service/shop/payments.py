@@ -34,6 +34,16 @@ PAID_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_p
 EXPIRED_EVENTS = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
 
 
+SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£"}
+
+
+def format_money(minor_units: int, currency: str) -> str:
+    """``€9.00``, ``12.50 CHF``: an amount in the currency's minor units, for emails."""
+    amount = f"{minor_units / 100:,.2f}"
+    symbol = SYMBOLS.get(currency.upper())
+    return f"{symbol}{amount}" if symbol else f"{amount} {currency}"
+
+
 @dataclass(frozen=True)
 class PaymentStart:
     """What happens after the order: a message on the confirmation page, or a redirect."""
