@@ -122,6 +122,7 @@ class Settings(Locations):
     lab_shipping_method: str = "Standard"
     lab_poll_seconds: float = Field(600.0, gt=0)   # how often submitted orders are asked about (callbacks hurry it)
     print_file_format: Literal["jpeg", "tiff"] = "jpeg"   # what the lab gets: sRGB, at print_dpi
+    print_bleed_mm: float = Field(0.0, ge=0, le=20)   # painted past each edge of the print (rendered, not stretched)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'impasto.db'}"

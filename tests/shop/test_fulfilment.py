@@ -4,16 +4,19 @@ customer's "shipped" email, through the outbox to a real SMTP server (aiosmtpd).
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import select
 
 from impasto.errors import InvalidInput
-from impasto.service.core.models import JobKind, Order, OrderStatus
+from impasto.service.core.models import Job, JobKind, Order, OrderStatus
 from impasto.service.shop.addresses import Address, check_address, countries
 from support.db import add_order, add_portrait
 from support.shop import ADDRESS, ADMIN_PASSWORD, CSRF, NullDispatcher, finish_jobs, make_catalog, make_settings
-from support.shop import new_portrait, wait_for
+from support.shop import new_portrait, photo_bytes, wait_for
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 
@@ -129,3 +132,31 @@ def test_shipping_with_tracking_emails_the_customer_the_tracking_link(tmp_path, 
             public_id = row.portrait.public_id
         page = client.get(f"/api/v1/portraits/{public_id}/orders/{order.number}").json()
         assert (page["carrier"], page["tracking_number"]) == ("DHL Express", "JD 0123/45")
+
+
+def test_a_print_with_bleed_is_painted_larger_not_stretched(tmp_path):
+    """1×1 in at 64 dpi with 1/8 in (3.175 mm) of bleed on each edge: a 1.25 in sheet, 80 px a
+    side, painted by the real render threads (the engine renders the bleed like the rest)."""
+    from impasto.service.shop.app import create_app, shop_of
+    from impasto.service.shop.flows import render_size
+
+    assert render_size("8x10in", 0) == "8x10in" and render_size("8x10in", 3.175) == "8.2500x10.2500in"
+    settings = make_settings(tmp_path, print_bleed_mm=3.175)
+    app = create_app(settings, catalog=make_catalog(tmp_path))
+    shop = shop_of(app)
+    with TestClient(app) as client:
+        created = client.post("/api/v1/portraits", data={"email": "ada@example.com", "consent": "true"},
+                              files={"photo": ("me.jpg", photo_bytes(), "image/jpeg")})
+        url = f"/api/v1/portraits/{created.json()['id']}"
+        view = wait_for(lambda: (v := client.get(url).json())["done"] and v, "the previews")
+        order = client.post(f"{url}/orders", json={"preview_id": view["previews"][0]["id"], "print_size": "1x1in",
+                                                   "shipping_address": ADDRESS}).json()
+        ready = wait_for(lambda: (o := client.get(f"{url}/orders/{order['number']}").json())["download_url"] and o,
+                         "the print")
+        assert ready["print_size"] == "1x1in"
+        with shop.sessions() as session:
+            job = session.get(Job, session.scalars(select(Order)).one().print_job_id)
+            assert job.params["print_size"] == "1.2500x1.2500in"
+            data = shop.storage.get(job.result_key)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (80, 80)

@@ -303,8 +303,22 @@ def enqueue_print(shop: Shop, session: Session, order: Order) -> Job:
     if preview is None:
         raise NotFound(f"Order {order.number}: its preview is gone, so its print cannot be painted.")
     return jobs.enqueue(session=session, portrait_id=order.portrait_id, kind=JobKind.PRINT, style=preview.style,
-                        params={"print_size": order.print_size}, parent_job_id=preview.id,
-                        max_attempts=shop.settings.max_attempts)
+                        params={"print_size": render_size(order.print_size, shop.settings.print_bleed_mm)},
+                        parent_job_id=preview.id, max_attempts=shop.settings.max_attempts)
+
+
+def render_size(print_size: str, bleed_mm: float) -> str:
+    """The size a print is painted at: the ordered one, grown by the bleed on every edge.
+
+    The bleed is rendered (the photo is cropped to the larger sheet's shape and the whole
+    sheet painted at the print dpi), never the finished picture stretched to cover it."""
+    if not bleed_mm:
+        return print_size
+    from impasto.engine.prints import parse_print_size
+
+    short, long = parse_print_size(print_size)
+    grow = 2 * bleed_mm / 25.4
+    return f"{short + grow:.4f}x{long + grow:.4f}in"
 
 
 def order_page_url(shop: Shop, order: Order) -> str:
