@@ -291,3 +291,16 @@ def test_a_replayed_event_is_handled_once_on_postgresql(tmp_path, postgres_url):
             event = fake.pay("cs_fake_1")
             assert [_webhook(client, fake, event).json()["outcome"] for _ in range(2)] == ["paid", "duplicate"]
             assert _row(shop, order["number"]).status is OrderStatus.PAID and len(_print_jobs(shop)) == 1
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"payment_provider": "stripe", "stripe_webhook_secret": WEBHOOK_SECRET}, "IMPASTO_STRIPE_SECRET_KEY"),
+    ({"payment_provider": "stripe", "stripe_secret_key": SECRET_KEY}, "IMPASTO_STRIPE_WEBHOOK_SECRET"),
+    ({"fulfilment_provider": "http", "lab_api_key": "k"}, "IMPASTO_LAB_API_BASE"),
+])
+def test_a_provider_without_its_keys_is_a_config_error_at_start(tmp_path, settings, named):
+    from impasto.errors import ConfigError
+    from impasto.service.shop.app import create_app
+
+    with pytest.raises(ConfigError, match=named):
+        create_app(make_settings(tmp_path, **settings), catalog=make_catalog(tmp_path), dispatcher=NullDispatcher())

@@ -37,8 +37,9 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 # the statuses from which the print job's end moves the order on to rendering, then ready
 AWAITING_RENDER = frozenset({OrderStatus.ORDERED, OrderStatus.PAID})
-_ORDER_TIMESTAMPS = {OrderStatus.PAID: "paid_at", OrderStatus.EXPIRED: "expired_at", OrderStatus.READY: "ready_at", OrderStatus.PRINTED: "printed_at",
-                     OrderStatus.SHIPPED: "shipped_at", OrderStatus.CANCELLED: "cancelled_at"}
+_ORDER_TIMESTAMPS = {OrderStatus.PAID: "paid_at", OrderStatus.EXPIRED: "expired_at", OrderStatus.READY: "ready_at",
+                     OrderStatus.PRINTED: "printed_at", OrderStatus.SHIPPED: "shipped_at",
+                     OrderStatus.CANCELLED: "cancelled_at"}
 
 
 def set_order_status(*, session: Session, order_id: int, status: OrderStatus | str,

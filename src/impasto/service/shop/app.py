@@ -194,6 +194,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.service.shop.sketches import SketchPainter
 
     settings = settings or get_settings()
+    payments, fulfilment = default_providers(settings), make_fulfilment(settings)   # may raise ConfigError
     secret = load_secret(settings.secret_key.get_secret_value(), settings.data_dir)
     own_engine = engine is None
     engine = engine or make_engine(settings.resolved_database_url())
@@ -212,10 +213,10 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     limit = settings.rate_limit_per_hour
     return Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
-                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=default_providers(settings),
+                dispatcher=dispatcher, mailer=mailer, signer=Signer(secret), payments=payments,
                 upload_limit_ip=RateLimiter(limit), upload_limit_email=RateLimiter(limit),
                 login_guard=LoginGuard(), admin_sessions=AdminSessions(), own_engine=own_engine,
-                sketches=sketches, fulfilment=make_fulfilment(settings))
+                sketches=sketches, fulfilment=fulfilment)
 
 
 def _default_dispatcher(settings: Settings, sessions, storage, catalog,

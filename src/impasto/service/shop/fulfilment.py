@@ -80,7 +80,12 @@ class ManualFulfilment:
 
 def make_fulfilment(settings) -> FulfilmentProvider:
     if settings.fulfilment_provider == "http":
+        from impasto.errors import ConfigError
         from impasto.service.shop.lab import HttpLab
+
+        if not settings.lab_api_base or not settings.lab_api_key.get_secret_value():
+            raise ConfigError("configuration: IMPASTO_FULFILMENT_PROVIDER=http needs IMPASTO_LAB_API_BASE "
+                              "and IMPASTO_LAB_API_KEY")
 
         return HttpLab(api_base=settings.lab_api_base, api_key=settings.lab_api_key.get_secret_value(),
                        skus=settings.lab_skus, shipping_method=settings.lab_shipping_method)

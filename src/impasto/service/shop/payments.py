@@ -20,7 +20,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from impasto.errors import PaymentError, WebhookRejected
+from impasto.errors import ConfigError, PaymentError, WebhookRejected
 from impasto.service.core.models import Order, OrderStatus
 
 if TYPE_CHECKING:
@@ -216,6 +216,11 @@ def default_providers(settings: Settings | None = None) -> dict[str, PaymentProv
     invoice = InvoicePayment()
     if settings is None or settings.payment_provider == "invoice":
         return {invoice.name: invoice}
+    missing = [name for name, value in [("IMPASTO_STRIPE_SECRET_KEY", settings.stripe_secret_key),
+                                        ("IMPASTO_STRIPE_WEBHOOK_SECRET", settings.stripe_webhook_secret)]
+               if not value.get_secret_value()]
+    if missing:
+        raise ConfigError(f"configuration: IMPASTO_PAYMENT_PROVIDER=stripe needs {' and '.join(missing)}")
     stripe = StripeCheckout(secret_key=settings.stripe_secret_key.get_secret_value(),
                             webhook_secret=settings.stripe_webhook_secret.get_secret_value(),
                             api_base=settings.stripe_api_base,
