@@ -112,6 +112,25 @@ class Settings(Locations):
     print_iterations: int = 120       # a print's total over its whole schedule (the preview's scales are skipped)
     currency: str = "EUR"
 
+    # payments (docs/payments.md): "invoice" needs no account; "stripe" sells through Stripe Checkout
+    payment_provider: Literal["invoice", "stripe"] = "invoice"
+    stripe_secret_key: SecretStr = SecretStr("")      # sk_live_… / sk_test_… (or a restricted key)
+    stripe_webhook_secret: SecretStr = SecretStr("")  # whsec_…: the /webhooks/stripe endpoint's signing secret
+    stripe_api_base: str = ""         # empty: Stripe's own (https://api.stripe.com); tests point it at a fake
+    stripe_webhook_tolerance_seconds: int = Field(300, gt=0)   # older signatures are refused (replays)
+    checkout_expiry_seconds: int = Field(24 * 3600, ge=1800, le=24 * 3600)   # Stripe allows 30 min..24 h
+
+    # fulfilment (docs/payments.md): "manual" (the admin prints and ships) or "http" (a print lab's order API)
+    fulfilment_provider: Literal["manual", "http"] = "manual"
+    tracking_url_template: str = ""   # e.g. https://track.example/{tracking}: the shipped email's link
+    lab_api_base: str = ""            # e.g. https://api.sandbox.prodigi.com/v4.0 (modelled on Prodigi's v4 Orders)
+    lab_api_key: SecretStr = SecretStr("")   # sent as X-API-Key
+    lab_skus: dict[str, str] = Field(default_factory=dict)   # print size → the lab's product SKU (default: the size)
+    lab_shipping_method: str = "Standard"
+    lab_poll_seconds: float = Field(600.0, gt=0)   # how often submitted orders are asked about (callbacks hurry it)
+    print_file_format: Literal["jpeg", "tiff"] = "jpeg"   # what the lab gets: sRGB, at print_dpi
+    print_bleed_mm: float = Field(0.0, ge=0, le=20)   # painted past each edge of the print (rendered, not stretched)
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'impasto.db'}"
 

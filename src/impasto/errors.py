@@ -43,18 +43,22 @@ The modules that raise them import them from here and keep their names
         ├── LinkExpired     a signed link past its time
         ├── InvalidInput    a form or API field the flows refuse
         ├── TooManyRequests over a rate limit (``headers``: Retry-After)
+        ├── WebhookRejected a webhook whose signature, age or body does not check out (service.shop.payments)
         └── Unavailable     the shop cannot take it now
+            ├── PaymentError the payment provider failed or refused a call     (service.shop.payments)
+            └── FulfilmentError the print lab failed or refused a call         (service.shop.fulfilment)
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "ImageError", "ImpastoError",
-    "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound", "LinkExpired", "MailError", "NoSuchId",
-    "NotFound", "NotReady", "OrderStatusError", "OutputError", "ParamError", "PortraitInUse",
-    "RenderCancelled", "RenderDiverged", "SecurityError", "ShopError", "StateError", "StorageError",
-    "SuspiciousImage", "TooManyPixels", "TooManyRequests", "TooSmall", "Unavailable", "UnsupportedFormat",
-    "UploadError", "UploadTooLarge", "WeightsError",
+    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "FulfilmentError", "ImageError",
+    "ImpastoError", "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound", "LinkExpired",
+    "MailError", "NoSuchId", "NotFound", "NotReady", "OrderStatusError", "OutputError", "ParamError",
+    "PaymentError", "PortraitInUse", "RenderCancelled", "RenderDiverged", "SecurityError", "ShopError",
+    "StateError", "StorageError", "SuspiciousImage", "TooManyPixels", "TooManyRequests", "TooSmall",
+    "Unavailable", "UnsupportedFormat", "UploadError", "UploadTooLarge", "WebhookRejected",
+    "WeightsError",
 ]
 
 
@@ -208,3 +212,15 @@ class TooManyRequests(ShopError):
 
 class Unavailable(ShopError):
     """The shop cannot take this now (e.g. no payment provider)."""
+
+
+class PaymentError(Unavailable):
+    """The payment provider failed or refused a call (a checkout, a refund): nothing was changed here."""
+
+
+class WebhookRejected(ShopError):
+    """A webhook whose signature, timestamp or body does not check out (answered 400)."""
+
+
+class FulfilmentError(Unavailable):
+    """The print lab failed or refused a call: the order stays where it was, to be tried again."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
-from support.browser import LOADED, TIMEOUT_MS, shoot, watch_errors
+from support.browser import LOADED, TIMEOUT_MS, fill_address, shoot, watch_errors
 from support.shop import free_port, wait_for
 
 STYLES = {"starry": ("starry_night.jpg", "The Starry Night"), "scream": ("the_scream.jpg", "The Scream"),
@@ -73,7 +73,7 @@ def test_upload_watch_order_email_download(shop_server, browser, shared_images, 
     page.click(".tile >> nth=0 >> text=Order a print")
     page.wait_for_url(re.compile(r"/order\?preview=\d+$"))
     page.fill("input[name=shipping_name]", "Grace Hopper")
-    page.fill("textarea[name=shipping_address]", "1 Harvard Yard\nCambridge, MA 02138")
+    fill_address(page, line1="1 Harvard Yard", city="Cambridge", region="MA", postal_code="02138", country="US")
     shoot(page, shots, "order")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/orders/IMP-[A-Z2-9]{4}-[A-Z2-9]{4}$"))

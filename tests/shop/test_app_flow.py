@@ -23,6 +23,7 @@ from impasto.service.core.models import Email, EmailStatus, Order, OrderStatus
 from impasto.service.core.storage import S3Storage
 from impasto.service.shop.app import create_app, shop_of
 from support.shop import (
+    ADDRESS,
     PUBLIC_URL,
     make_catalog,
     make_settings,
@@ -113,8 +114,7 @@ def _previews_painted(client: TestClient, public_id: str) -> dict:
 
 def _order_print(client: TestClient, public_id: str, preview_id: int) -> dict:
     response = client.post(f"/api/v1/portraits/{public_id}/orders",
-                           json={"preview_id": preview_id, "print_size": "1x1in", "shipping_name": "Ada Lovelace",
-                                 "shipping_address": "12 St James's Square\nLondon"})
+                           json={"preview_id": preview_id, "print_size": "1x1in", "shipping_address": ADDRESS})
     assert response.status_code == 201, response.text
     order = response.json()
     assert re.fullmatch(r"IMP-[A-Z2-9]{4}-[A-Z2-9]{4}", order["number"])

@@ -11,9 +11,10 @@ import support.shop as app_common
 from impasto.service.core import orders
 from impasto.service.core.models import JobKind, OrderStatus
 from impasto.service.shop import security
-from support.shop import ADMIN_PASSWORD, CSRF, csrf_token, finish_jobs, new_portrait
+from support.shop import ADDRESS, ADMIN_PASSWORD, CSRF, FORM_ADDRESS, csrf_token, finish_jobs, new_portrait
 
-ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
+ORDER = {"print_size": "1x1in", "shipping_address": ADDRESS}
+FORM_ORDER = {"print_size": "1x1in", **FORM_ADDRESS}
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options")
 HUGE = str(2**70)
 
@@ -72,7 +73,7 @@ def test_the_order_forms_preview_id_is_checked(web, preview_id):
     client, shop = web
     portrait = new_portrait(client, shop)
     token = csrf_token(client, portrait["previews"][0]["order_url"])
-    response = lenient(client).post(f"{portrait['url']}/orders", data={**ORDER, "preview_id": preview_id,
+    response = lenient(client).post(f"{portrait['url']}/orders", data={**FORM_ORDER, "preview_id": preview_id,
                                                                         "csrf_token": token})
     assert response.status_code == 404
     assert_headers(response)

@@ -16,6 +16,8 @@ from impasto.service.core import jobs, orders, outbox, workers
 from impasto.service.core.models import Email, EmailStatus, Job, JobKind, JobStatus, Order, OrderStatus
 from impasto.service.shop.app import create_app, shop_of
 from support.shop import (
+    ADDRESS,
+    FORM_ADDRESS,
     ADMIN_PASSWORD,
     CSRF,
     PUBLIC_URL,
@@ -51,17 +53,19 @@ def test_the_pages_work_without_javascript(web):
     assert form.status_code == 200 and "€9.00" in form.text and "Pay on invoice" in form.text
     preview_id = order_link.rsplit("=", 1)[1]
     fields = {"csrf_token": token, "preview_id": preview_id, "print_size": "1x1in", "payment_method": "invoice"}
-    refused = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada", "shipping_address": " "})
-    assert refused.status_code == 422 and "shipping address" in refused.text and 'value="Ada"' in refused.text
+    refused = client.post(f"{portrait_url}/orders", data={**fields, **FORM_ADDRESS, "shipping_name": "Ada",
+                                                          "shipping_line1": " "})
+    assert refused.status_code == 422 and "street address" in refused.text and 'value="Ada"' in refused.text
+    assert '<option value="GB" selected>' in refused.text           # what was chosen stays chosen
 
-    placed = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada <b>Lovelace</b>",
-                                                         "shipping_address": "1 Way\nLondon"}, follow_redirects=False)
+    placed = client.post(f"{portrait_url}/orders", data={**fields, **FORM_ADDRESS,
+                                                         "shipping_name": "Ada <b>Lovelace</b>"}, follow_redirects=False)
     assert placed.status_code == 303
     confirmation = client.get(placed.headers["location"])
     number = re.search(r"IMP-[A-Z2-9]{4}-[A-Z2-9]{4}", confirmation.text).group(0)
     assert "Thank you" in confirmation.text and "&lt;b&gt;Lovelace" in confirmation.text   # escaped
-    again = client.post(f"{portrait_url}/orders", data={**fields, "shipping_name": "Ada <b>Lovelace</b>",
-                                                        "shipping_address": "1 Way\nLondon"}, follow_redirects=False)
+    again = client.post(f"{portrait_url}/orders", data={**fields, **FORM_ADDRESS,
+                                                        "shipping_name": "Ada <b>Lovelace</b>"}, follow_redirects=False)
     assert number in again.headers["location"]                 # a double click places one order
     with shop.sessions() as session:
         assert session.scalars(select(Order)).one().status is OrderStatus.ORDERED
@@ -110,7 +114,7 @@ def test_the_admin_reruns_cancels_and_moves_orders(web):
     client, shop = web
     portrait = new_portrait(client, shop)
     client.post(f"/api/v1{portrait['url']}/orders", json={"preview_id": portrait["previews"][0]["id"],
-                "print_size": "1x1in", "shipping_name": "Ada", "shipping_address": "1 Way"})
+                "print_size": "1x1in", "shipping_address": ADDRESS})
     finish_jobs(shop, JobKind.PRINT)
     page = client.get("/admin", auth=ADMIN)
     assert page.status_code == 200 and "IMP-" in page.text and "Mark printed" in page.text
@@ -121,8 +125,13 @@ def test_the_admin_reruns_cancels_and_moves_orders(web):
         assert session.get(Job, preview).status is JobStatus.QUEUED
         order = session.scalars(select(Order)).one()
     status_url = f"/admin/orders/{order.id}/status"
-    for step in ("printed", "shipped"):
-        assert client.post(status_url, data={"csrf_token": token, "status": step}, auth=ADMIN).status_code == 200
+    assert client.post(status_url, data={"csrf_token": token, "status": "printed"}, auth=ADMIN).status_code == 200
+    untracked = client.post(status_url, data={"csrf_token": token, "status": "shipped"}, auth=ADMIN,
+                            headers={"accept": "application/json"})
+    assert untracked.status_code == 422 and "carrier" in untracked.json()["detail"]
+    shipped = client.post(status_url, auth=ADMIN, data={"csrf_token": token, "status": "shipped", "carrier": "DHL",
+                                                        "tracking_number": "JD0123"})
+    assert shipped.status_code == 200
     backwards = client.post(status_url, data={"csrf_token": token, "status": "printed"}, auth=ADMIN,
                             headers={"accept": "application/json"})
     assert backwards.status_code == 409 and "shipped" in backwards.json()["detail"]
@@ -203,7 +212,7 @@ def test_the_stream_stays_open_between_a_print_finishing_and_its_order_becoming_
     settings_size = shop.settings.prints[0].size
     response = client.post(f"/api/v1/portraits/{portrait['id']}/orders",
                            json={"preview_id": preview_id, "print_size": settings_size,
-                                 "shipping_name": "Ada Lovelace", "shipping_address": "12 St James's Square"})
+                                 "shipping_address": ADDRESS})
     assert response.status_code == 201, response.text
     with shop.sessions() as session:                       # the first commit only: the job is done
         job = jobs.claim(session=session, worker="test", kinds=[JobKind.PRINT])

@@ -14,6 +14,8 @@ from impasto.service.core.models import Job, JobKind, JobStatus, Order, utcnow
 from impasto.service.shop import security
 from impasto.service.shop.security import RateLimiter
 from support.shop import (
+    ADDRESS,
+    FORM_ADDRESS,
     ADMIN_PASSWORD,
     csrf_token,
     finish_jobs,
@@ -23,7 +25,7 @@ from support.shop import (
     upload,
 )
 
-ORDER = {"print_size": "1x1in", "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way"}
+ORDER = {"print_size": "1x1in", "shipping_address": ADDRESS}
 
 
 def place_order(client, portrait: dict) -> dict:
@@ -61,7 +63,7 @@ def test_the_upload_form_needs_its_csrf_token(web):
 def test_the_order_form_needs_its_csrf_token(web):
     client, shop = web
     portrait = new_portrait(client, shop)
-    form = {**ORDER, "preview_id": str(portrait["previews"][0]["id"])}
+    form = {"print_size": "1x1in", **FORM_ADDRESS, "preview_id": str(portrait["previews"][0]["id"])}
     assert client.post(f"{portrait['url']}/orders", data=form).status_code == 403
     token = csrf_token(client, portrait["previews"][0]["order_url"])
     response = client.post(f"{portrait['url']}/orders", data={**form, "csrf_token": token}, follow_redirects=False)

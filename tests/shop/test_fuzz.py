@@ -242,7 +242,8 @@ def test_the_order_form_answers_4xx_to_anything(shop_client, preview, size, name
     token = CSRF.search(page.text).group(1) if page.status_code == 200 else ""
     response = client.post(f"{url}/orders", follow_redirects=False,
                            data={"preview_id": preview, "print_size": size, "shipping_name": name,
-                                 "shipping_address": address, "payment_method": method, "csrf_token": token})
+                                 "shipping_line1": address, "shipping_city": address, "shipping_country": address,
+                                 "shipping_postal_code": address, "payment_method": method, "csrf_token": token})
     assert response.status_code in (303, 403, 404, 409, 422), response.status_code
 
 
@@ -253,8 +254,9 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
 
 
 @PROFILE
-@given(st.dictionaries(st.sampled_from(["preview_id", "print_size", "shipping_name", "shipping_address",
-                                        "payment_method"]), json_values))
+@given(st.dictionaries(st.sampled_from(["preview_id", "print_size", "shipping_address", "payment_method"]),
+                       json_values | st.dictionaries(st.sampled_from(["name", "line1", "city", "postal_code",
+                                                                      "country", "phone"]), json_values, max_size=6)))
 def test_the_api_order_answers_4xx_to_any_json(shop_client, body):
     client, _ = shop_client
     url, _ = _portrait(client)

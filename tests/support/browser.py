@@ -19,3 +19,12 @@ def watch_errors(page, errors: list[str]) -> None:
     page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
     page.on("console", lambda m: errors.append(f"{page.url}: {m.text}")
             if m.type == "error" and "Failed to load resource" not in m.text else None)
+
+
+def fill_address(page, **fields: str) -> None:
+    """The order form's address: ``line1="…", city="…", country="GB"`` (the name is filled apart)."""
+    for name, value in fields.items():
+        if name == "country":
+            page.select_option("select[name=shipping_country]", value)
+        else:
+            page.fill(f"input[name=shipping_{name}]", value)

@@ -19,8 +19,10 @@ def add_portrait(session, *, email: str = "ada@example.com") -> Portrait:
 
 
 def add_order(session, portrait: Portrait, **fields) -> Order:
+    address = {"shipping_name": "Ada Lovelace", "shipping_line1": "1 Analytical Way", "shipping_city": "London",
+               "shipping_postal_code": "N1 1AA", "shipping_country": "GB"}
     order = Order(portrait_id=portrait.id, print_size="8x10in", price_cents=4900, currency="EUR",
-                  shipping_name="Ada Lovelace", shipping_address="1 Analytical Way\nLondon", **fields)
+                  **{**address, **fields})
     session.add(order)
     session.flush()
     return order

@@ -29,6 +29,12 @@ PUBLIC_URL = "http://testserver"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+# A shipping address: as the API takes it, and as the order form posts it.
+ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4LB",
+           "country": "GB"}
+FORM_ADDRESS = {f"shipping_{name}": value for name, value in ADDRESS.items()}
+
+
 def photo_bytes(width: int = 320, height: int = 256, *, seed: int = 0, fmt: str = "JPEG", **save) -> bytes:
     """A smooth gradient with a little noise: compresses like a photo, decodes fast."""
     y, x = np.mgrid[0:height, 0:width]

@@ -100,7 +100,10 @@ class JobStatus(enum.StrEnum):
 
 
 class OrderStatus(enum.StrEnum):
-    ORDERED = "ordered"
+    AWAITING_PAYMENT = "awaiting_payment"   # a hosted checkout is open; nothing renders yet
+    PAID = "paid"                           # the provider confirmed it; the print job is queued
+    EXPIRED = "expired"                     # the checkout ran out unpaid
+    ORDERED = "ordered"                     # pay on invoice: renders at once
     RENDERING = "rendering"
     READY = "ready"
     PRINTED = "printed"
@@ -183,7 +186,14 @@ class Job(Base):
 
 
 class Order(Base):
-    """A print ordered from one preview, paid by invoice, tracked until shipped."""
+    """A print ordered from one preview, paid (by invoice or a hosted checkout), tracked until shipped.
+
+    The shipping address is structured, as print labs take it; ``shipping_country`` is an
+    ISO 3166-1 alpha-2 code. Orders placed before the structure (migration 0003) keep their
+    free text in ``shipping_line1`` and have an empty city and country.
+    ``payment_ref`` is the provider's checkout id (Stripe: ``cs_…``), ``payment_intent`` what a
+    refund names (``pi_…``), ``refund_ref`` the refund made when the admin cancelled it.
+    """
 
     __tablename__ = "orders"
 
@@ -196,20 +206,59 @@ class Order(Base):
     price_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     shipping_name: Mapped[str] = mapped_column(String(200))
-    shipping_address: Mapped[str] = mapped_column(Text)
+    shipping_line1: Mapped[str] = mapped_column(Text)
+    shipping_line2: Mapped[str] = mapped_column(String(200), default="")
+    shipping_city: Mapped[str] = mapped_column(String(100), default="")
+    shipping_region: Mapped[str] = mapped_column(String(100), default="")
+    shipping_postal_code: Mapped[str] = mapped_column(String(20), default="")
+    shipping_country: Mapped[str] = mapped_column(String(2), default="")
+    shipping_phone: Mapped[str] = mapped_column(String(40), default="")
     status: Mapped[OrderStatus] = mapped_column(_str_enum(OrderStatus, "order_status"),
                                                 default=OrderStatus.ORDERED)
     payment_method: Mapped[str] = mapped_column(String(16), default="invoice")
+    payment_ref: Mapped[str | None] = mapped_column(String(255), index=True)
+    payment_url: Mapped[str | None] = mapped_column(Text)
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    refund_ref: Mapped[str | None] = mapped_column(String(255))
+    carrier: Mapped[str | None] = mapped_column(String(64))
+    tracking_number: Mapped[str | None] = mapped_column(String(128))
+    tracking_url: Mapped[str | None] = mapped_column(Text)
+    # a print lab's side (IMPASTO_FULFILMENT_PROVIDER=http): its order id, and the tries to get it there
+    print_file_key: Mapped[str | None] = mapped_column(String(512))    # the print file in the lab's format
+    fulfilment_ref: Mapped[str | None] = mapped_column(String(64))
+    fulfilment_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fulfilment_error: Mapped[str | None] = mapped_column(Text)
+    fulfilment_next_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    paid_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
     ready_at: Mapped[datetime | None]
     printed_at: Mapped[datetime | None]
     shipped_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    refunded_at: Mapped[datetime | None]
 
     portrait: Mapped[Portrait] = relationship(back_populates="orders")
     preview_job: Mapped[Job | None] = relationship(foreign_keys=[preview_job_id])
     print_job: Mapped[Job | None] = relationship(foreign_keys=[print_job_id])
+
+
+class PaymentEvent(Base):
+    """A payment provider's webhook event, stored when handled: each event id is handled once.
+
+    Providers deliver at least once (Stripe retries for days); the row is inserted in the
+    same transaction as the change the event makes, so a crash loses neither.
+    """
+
+    __tablename__ = "payment_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(100))
+    order_number: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Email(Base):

@@ -1,5 +1,10 @@
 """An order's life: ordered → rendering → ready → printed → shipped, or cancelled.
 
+Paid online (a hosted checkout), it starts earlier: awaiting_payment → paid → rendering …,
+or awaiting_payment → expired when the checkout runs out. Nothing renders before ``paid``:
+the print job is only enqueued then (``service/shop/payments.py``). Pay on invoice starts
+at ``ordered`` and renders at once, as before.
+
 ``set_order_status`` is one conditional UPDATE (compare-and-set on ``status``), so two
 admins or a worker and an admin cannot both move the same order. It flushes; the caller
 commits (see ``jobs`` for who commits).
@@ -19,6 +24,9 @@ from impasto.service.core.models import Order, OrderStatus, utcnow
 log = logging.getLogger(__name__)
 
 ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.AWAITING_PAYMENT: frozenset({OrderStatus.PAID, OrderStatus.EXPIRED, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.RENDERING, OrderStatus.CANCELLED}),
+    OrderStatus.EXPIRED: frozenset(),
     OrderStatus.ORDERED: frozenset({OrderStatus.RENDERING, OrderStatus.CANCELLED}),
     OrderStatus.RENDERING: frozenset({OrderStatus.READY, OrderStatus.CANCELLED}),
     # READY → RENDERING: the print is re-rendered (a re-run) before it goes to the printer
@@ -27,16 +35,20 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.SHIPPED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }
-_ORDER_TIMESTAMPS = {OrderStatus.READY: "ready_at", OrderStatus.PRINTED: "printed_at",
-                     OrderStatus.SHIPPED: "shipped_at", OrderStatus.CANCELLED: "cancelled_at"}
+# the statuses from which the print job's end moves the order on to rendering, then ready
+AWAITING_RENDER = frozenset({OrderStatus.ORDERED, OrderStatus.PAID})
+_ORDER_TIMESTAMPS = {OrderStatus.PAID: "paid_at", OrderStatus.EXPIRED: "expired_at", OrderStatus.READY: "ready_at",
+                     OrderStatus.PRINTED: "printed_at", OrderStatus.SHIPPED: "shipped_at",
+                     OrderStatus.CANCELLED: "cancelled_at"}
 
 
 def set_order_status(*, session: Session, order_id: int, status: OrderStatus | str,
-                     now: datetime | None = None) -> Order:
+                     now: datetime | None = None, **fields: object) -> Order:
     """Move an order along ordered → rendering → ready → printed → shipped (or cancelled).
 
     Setting the status it already has is a no-op (a re-run print finishing twice); any
-    other step outside ``ORDER_TRANSITIONS`` is an OrderStatusError. Flushes; the caller commits.
+    other step outside ``ORDER_TRANSITIONS`` is an OrderStatusError. ``fields`` are other
+    columns set in the same UPDATE (a payment intent, a tracking number). Flushes; the caller commits.
     """
     status, now = OrderStatus(status), now or utcnow()
     order = session.get(Order, order_id, populate_existing=True)
@@ -49,7 +61,7 @@ def set_order_status(*, session: Session, order_id: int, status: OrderStatus | s
         allowed = ", ".join(sorted(s.value for s in ORDER_TRANSITIONS[current])) or "none (final)"
         raise OrderStatusError(f"order {order.number}: cannot go from {current.value} to {status.value} "
                                f"(allowed from {current.value}: {allowed})")
-    values = {"status": status, "updated_at": now}
+    values = {**fields, "status": status, "updated_at": now}
     if status in _ORDER_TIMESTAMPS:
         values[_ORDER_TIMESTAMPS[status]] = now
     result = session.execute(update(Order).where(Order.id == order_id, Order.status == current)

@@ -395,7 +395,7 @@ def _print_ready(session: Session, job_id: int, settings: Settings) -> None:
         log.info("order %s was cancelled: its print is kept, no email", order.number)
         return
     try:
-        if order.status is OrderStatus.ORDERED:
+        if order.status in orders.AWAITING_RENDER:
             orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.RENDERING)
         orders.set_order_status(session=session, order_id=order.id, status=OrderStatus.READY)
     except orders.OrderStatusError as exc:   # printed or shipped already: a re-render; no new email

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from impasto.config import Settings
     from impasto.service.core.dispatch import Dispatcher
     from impasto.service.core.storage import Storage
+    from impasto.service.shop.fulfilment import FulfilmentProvider
+    from impasto.service.shop.lab import LabSender
     from impasto.service.shop.mail import Mailer
     from impasto.service.shop.payments import PaymentProvider
     from impasto.service.shop.security import AdminSessions, LoginGuard, RateLimiter, Signer
@@ -45,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATE_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 OUTBOX_POLL_SECONDS = 2.0
+LAB_ROUND_SECONDS = 5.0        # how often the print lab's thread looks for due submissions and polls
 STOP_SECONDS = 30.0            # how long shutdown waits for a render thread to hand its job back
 FORM_BODY_BYTES = 256 * 1024   # any request body but an upload
 SNAPSHOT_SECONDS = 3.0         # how often a painting preview stores its picture for the live tiles
@@ -72,7 +75,10 @@ class Shop:
     sketches: SketchPainter | None = None   # feed-forward looks at upload (None: cards wait for Gatys)
     metrics: Any = None                      # what /metrics serves (core.metrics.Combined)
     retention: Any = None                    # core.retention.RetentionSweeper, while started
+    fulfilment: FulfilmentProvider | None = None   # None: manual
+    lab: LabSender | None = None                   # a print lab's thread (IMPASTO_FULFILMENT_PROVIDER=http)
     outbox_seconds: float = OUTBOX_POLL_SECONDS
+    lab_seconds: float = LAB_ROUND_SECONDS
     own_engine: bool = True
     started: bool = field(default=False)
 
@@ -100,9 +106,16 @@ class Shop:
         self.retention = RetentionSweeper(sessions=self.sessions, storage=self.storage,
                                           days=self.settings.retention_days)
         self.retention.start()
+        if self.fulfilment is not None and not self.fulfilment.manual:
+            from impasto.service.shop.lab import LabSender
+
+            self.lab = LabSender(self, interval_seconds=self.lab_seconds)
+            self.lab.start()
         self.started = True
 
     def stop(self) -> None:
+        if self.lab is not None:
+            self.lab.stop()
         if self.outbox is not None:
             self.outbox.stop()
         if self.retention is not None:
@@ -185,6 +198,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.config import get_settings
     from impasto.service.core.db import make_engine, session_factory
     from impasto.service.core.storage import storage_from_url
+    from impasto.service.shop.fulfilment import make_fulfilment
     from impasto.service.shop.payments import default_providers
     from impasto.service.core.signing import split_keys
     from impasto.service.shop.limits import make_limiters
@@ -192,6 +206,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from impasto.service.shop.sketches import SketchPainter
 
     settings = settings or get_settings()
+    payments, fulfilment = default_providers(settings), make_fulfilment(settings)   # may raise ConfigError
     secret = load_secret(settings.secret_key.get_secret_value(), settings.data_dir)
     old_secrets = split_keys(settings.old_secret_keys.get_secret_value())   # a key rotation's previous keys
     own_engine = engine is None
@@ -212,7 +227,7 @@ def build_shop(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     dispatcher = dispatcher or _default_dispatcher(settings, sessions, storage, catalog, sketches)
     shop = Shop(settings=settings, engine=engine, sessions=sessions, storage=storage, catalog=catalog,
                 dispatcher=dispatcher, mailer=mailer, signer=Signer(secret, old_secrets=old_secrets),
-                payments=default_providers(), own_engine=own_engine, sketches=sketches,
+                payments=payments, own_engine=own_engine, sketches=sketches, fulfilment=fulfilment,
                 **make_limiters(settings))
     from impasto.service.core.metrics import REGISTRY, Combined, TableCollector
 
@@ -242,7 +257,7 @@ def _app_for(shop: Shop) -> FastAPI:
     from starlette.concurrency import run_in_threadpool
 
     from impasto import __version__
-    from impasto.service.shop.routes import admin, api, docs, files, health, metrics, pages, privacy
+    from impasto.service.shop.routes import admin, api, docs, files, health, metrics, pages, privacy, webhooks
     from impasto.service.shop.middleware import RequestMiddleware, shop_middleware
     from impasto.service.shop.routes.web import install_error_handlers, make_templates
     from impasto.service.shop.server import BodyTimeoutMiddleware
@@ -265,7 +280,7 @@ def _app_for(shop: Shop) -> FastAPI:
     shop.templates = make_templates(shop, TEMPLATE_DIR)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(docs.ASSETS, StaticFiles(directory=docs.assets_folder()), name="docs-assets")
-    for module in (pages, privacy, api, admin, files, docs, health, metrics):
+    for module in (pages, privacy, api, admin, files, docs, health, metrics, webhooks):
         app.include_router(module.router)
     install_error_handlers(app)
     # Inside the shop's middleware (added last, so outermost): its 408 gets the security headers.

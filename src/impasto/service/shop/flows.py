@@ -8,7 +8,6 @@ customer's job id or order number is a 404, the same answer as one that does not
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +31,7 @@ from impasto.service.core.storage import make_key
 from impasto.service.core.untrusted import parse_int
 
 if TYPE_CHECKING:
+    from impasto.service.shop.addresses import Address
     from impasto.service.shop.app import Shop
     from impasto.service.shop.payments import PaymentStart
     from impasto.service.shop.uploads import CleanPhoto
@@ -40,10 +40,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 DOWNLOADABLE = (OrderStatus.READY, OrderStatus.PRINTED, OrderStatus.SHIPPED)
+# the page keeps listening: a payment or a print may still arrive
+UNSETTLED = (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAID, OrderStatus.ORDERED, OrderStatus.RENDERING)
 DUPLICATE_ORDER_SECONDS = 600     # the same order placed again this soon is the first one (a double click)
-MAX_NAME_CHARS = 200
-MAX_ADDRESS_CHARS = 1000
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # --- lookups -----------------------------------------------------------------------------
@@ -183,7 +182,7 @@ def _settled(order: Order, print_job: Job | None) -> bool:
     The worker finishes the print job, then marks the order ready in a second commit: a view
     read between the two has no active job and no download link yet, and must not end a
     live stream (the confirmation page would never show its download button)."""
-    if order.status not in (OrderStatus.ORDERED, OrderStatus.RENDERING):
+    if order.status not in UNSETTLED:
         return True
     return print_job is not None and print_job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -228,74 +227,142 @@ def order_summary(order: Order, print_job: Job | None) -> dict[str, Any]:
 class OrderForm:
     preview_id: int
     print_size: str
-    shipping_name: str
-    shipping_address: str
-    payment_method: str = "invoice"
+    address: dict[str, Any]           # raw fields: name, line1, line2, city, region, postal_code, country, phone
+    payment_method: str = ""          # empty: the shop's configured provider
 
 
-def check_order_form(shop: Shop, form: OrderForm) -> OrderForm:
+@dataclass(frozen=True)
+class CheckedOrder:
+    preview_id: int
+    print_size: str
+    address: Address
+    payment_method: str
+
+
+def check_order_form(shop: Shop, form: OrderForm) -> CheckedOrder:
     """The form with its text tidied; 422 naming the first field that is not acceptable."""
+    from impasto.service.shop.addresses import check_address
+    from impasto.service.shop.payments import offered
+
     sizes = {option.size for option in shop.settings.prints}
     if form.print_size not in sizes:
         raise InvalidInput(f"Please choose one of the print sizes: {', '.join(sorted(sizes))}.")
-    name = " ".join(str(form.shipping_name).split())
-    address = "\n".join(line.strip() for line in str(form.shipping_address).strip().splitlines()
-                        if line.strip())
-    if not name or len(name) > MAX_NAME_CHARS or _CONTROL.search(name):
-        raise InvalidInput(f"Please enter the name to ship to (at most {MAX_NAME_CHARS} characters).")
-    if not address or len(address) > MAX_ADDRESS_CHARS or _CONTROL.search(address):
-        raise InvalidInput(f"Please enter the shipping address (at most {MAX_ADDRESS_CHARS} characters).")
-    if form.payment_method not in shop.payments:
-        raise InvalidInput(f"Please choose a way to pay: {', '.join(shop.payments)}.")
-    return OrderForm(form.preview_id, form.print_size, name, address, form.payment_method)
+    address = check_address(form.address if isinstance(form.address, dict) else {})
+    choices = offered(shop.payments)
+    method = form.payment_method or next(iter(choices))
+    if method not in choices:
+        raise InvalidInput(f"Please choose a way to pay: {', '.join(choices)}.")
+    return CheckedOrder(form.preview_id, form.print_size, address, method)
 
 
 def place_order(shop: Shop, session: Session, portrait: Portrait, form: OrderForm) -> tuple[Order, PaymentStart]:
-    """An order and its print job (continuing the chosen preview), committed; the payment's start."""
-    form = check_order_form(shop, form)
-    preview = find_job(session, portrait, form.preview_id)
+    """An order, committed, and its payment's start.
+
+    Pay on invoice: the order is ``ordered`` and its print job (continuing the chosen
+    preview) is queued at once. A hosted checkout: the order is ``awaiting_payment`` and
+    nothing renders until the provider's webhook confirms the payment."""
+    checked = check_order_form(shop, form)
+    preview = find_job(session, portrait, checked.preview_id)
     if preview.kind is not JobKind.PREVIEW:
         raise NotFound("No such preview.")
     if preview.status is not JobStatus.DONE:
         raise NotReady("That preview is not finished yet: please order once it is painted.")
-    provider = shop.payments[form.payment_method]
-    earlier = _same_recent_order(session, portrait, form)
+    provider = shop.payments[checked.payment_method]
+    earlier = _same_recent_order(session, portrait, checked)
     if earlier is not None:
-        return earlier, provider.start(earlier)
-    price = {option.size: option.price_cents for option in shop.settings.prints}[form.print_size]
-    job = jobs.enqueue(session=session, portrait_id=portrait.id, kind=JobKind.PRINT, style=preview.style,
-                       params={"print_size": form.print_size}, parent_job_id=preview.id,
-                       max_attempts=shop.settings.max_attempts)
-    order = Order(portrait_id=portrait.id, preview_job_id=preview.id, print_job_id=job.id,
-                  print_size=form.print_size, price_cents=price, currency=shop.settings.currency,
-                  shipping_name=form.shipping_name, shipping_address=form.shipping_address,
-                  payment_method=provider.name)
+        return earlier, _restart(provider, earlier)
+    price = {option.size: option.price_cents for option in shop.settings.prints}[checked.print_size]
+    order = Order(portrait_id=portrait.id, preview_job_id=preview.id, print_size=checked.print_size,
+                  price_cents=price, currency=shop.settings.currency, payment_method=provider.name,
+                  status=OrderStatus.AWAITING_PAYMENT if provider.hosted else OrderStatus.ORDERED,
+                  **checked.address.columns())
     session.add(order)
     session.flush()
-    started = provider.start(order)
+    if not provider.hosted:
+        order.print_job_id = enqueue_print(shop, session, order).id
+    started = provider.start(order, email=portrait.email, order_url=order_page_url(shop, order))
+    order.payment_ref, order.payment_url = started.reference, started.redirect_url
     session.commit()
-    shop.dispatcher.notify()
-    log.info("order %s placed: %s of job %s", order.number, order.print_size, preview.id)
+    if not provider.hosted:
+        shop.dispatcher.notify()
+    log.info("order %s placed: %s of job %s (%s)", order.number, order.print_size, preview.id, provider.name)
     return order, started
 
 
-def _same_recent_order(session: Session, portrait: Portrait, form: OrderForm) -> Order | None:
+def _restart(provider, order: Order) -> PaymentStart:
+    """The answer to the same order placed again: back to its open checkout, if it has one."""
+    from impasto.service.shop.payments import PaymentStart
+
+    redirect = order.payment_url if order.status is OrderStatus.AWAITING_PAYMENT else None
+    return PaymentStart(provider.describe(order), redirect_url=redirect, reference=order.payment_ref)
+
+
+def enqueue_print(shop: Shop, session: Session, order: Order) -> Job:
+    """The order's print job: the chosen preview continued at the print's size. Flushes."""
+    preview = session.get(Job, order.preview_job_id) if order.preview_job_id else None
+    if preview is None:
+        raise NotFound(f"Order {order.number}: its preview is gone, so its print cannot be painted.")
+    return jobs.enqueue(session=session, portrait_id=order.portrait_id, kind=JobKind.PRINT, style=preview.style,
+                        params={"print_size": render_size(order.print_size, shop.settings.print_bleed_mm)},
+                        parent_job_id=preview.id, max_attempts=shop.settings.max_attempts)
+
+
+def render_size(print_size: str, bleed_mm: float) -> str:
+    """The size a print is painted at: the ordered one, grown by the bleed on every edge.
+
+    The bleed is rendered (the photo is cropped to the larger sheet's shape and the whole
+    sheet painted at the print dpi), never the finished picture stretched to cover it."""
+    if not bleed_mm:
+        return print_size
+    from impasto.engine.prints import parse_print_size
+
+    short, long = parse_print_size(print_size)
+    grow = 2 * bleed_mm / 25.4
+    return f"{short + grow:.4f}x{long + grow:.4f}in"
+
+
+def order_page_url(shop: Shop, order: Order) -> str:
+    """The order's page, absolute (a checkout's way back, the emails' links)."""
+    return f"{shop.settings.public_url.rstrip('/')}{portrait_url(order.portrait.public_id)}/orders/{order.number}"
+
+
+def queue_receipt(shop: Shop, session: Session, order: Order) -> None:
+    """The customer's receipt, once per order (the outbox sends it). Flushes."""
+    from impasto.service.core import outbox
+    from impasto.service.shop.payments import format_money
+
+    outbox.queue_email(session=session, dedupe_key=f"payment_received:{order.number}", to=order.portrait.email,
+                       template="payment_received",
+                       context={"order": order.number, "name": order.shipping_name, "size": order.print_size,
+                                "amount": format_money(order.price_cents, order.currency),
+                                "order_url": order_page_url(shop, order)})
+
+
+def _same_recent_order(session: Session, portrait: Portrait, form: CheckedOrder) -> Order | None:
     since = utcnow() - timedelta(seconds=DUPLICATE_ORDER_SECONDS)
+    same_address = [getattr(Order, column) == value for column, value in form.address.columns().items()]
     return session.scalars(select(Order).where(
         Order.portrait_id == portrait.id, Order.preview_job_id == form.preview_id,
-        Order.print_size == form.print_size, Order.shipping_name == form.shipping_name,
-        Order.shipping_address == form.shipping_address, Order.created_at >= since,
-        Order.status != OrderStatus.CANCELLED)).first()
+        Order.print_size == form.print_size, *same_address, Order.created_at >= since,
+        Order.payment_method == form.payment_method,
+        Order.status.not_in([OrderStatus.CANCELLED, OrderStatus.EXPIRED]))).first()
 
 
 def order_view(shop: Shop, session: Session, order: Order) -> dict[str, Any]:
     print_job = session.get(Job, order.print_job_id) if order.print_job_id else None
+    from impasto.service.shop.addresses import Address
+
     provider = shop.payments.get(order.payment_method)
     summary = order_summary(order, print_job)
+    awaiting = order.status is OrderStatus.AWAITING_PAYMENT
     return {**summary, "price_cents": order.price_cents, "currency": order.currency,
-            "shipping_name": order.shipping_name, "shipping_address": order.shipping_address,
+            "shipping_address": Address.from_order(order).as_dict(),
             "payment_method": order.payment_method,
-            "payment_instructions": provider.start(order).instructions if provider else None,
+            "payment_instructions": provider.describe(order) if provider else None,
+            "payment_url": order.payment_url if awaiting else None,
+            "refunded": order.refund_ref is not None,
+            "carrier": order.carrier, "tracking_number": order.tracking_number,
+            "tracking_url": order.tracking_url,
             "created_at": order.created_at.isoformat(),
             "ready_at": order.ready_at.isoformat() if order.ready_at else None,
             "preview_image_url": (f"{portrait_url(order.portrait.public_id)}/jobs/{order.preview_job_id}/image"

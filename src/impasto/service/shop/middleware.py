@@ -112,8 +112,10 @@ class ShopMiddleware:
         origin = storage_origin(self.shop)
         if origin:
             images += " " + origin
+        # form-action: the order form's redirect to a hosted checkout is a form navigation too
+        forms = " ".join(["'self'", *(o for p in self.shop.payments.values() for o in p.form_origins)])
         return ("default-src 'self'; script-src 'self'; style-src 'self'; "
-                f"img-src {images}; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                f"img-src {images}; connect-src 'self'; form-action {forms}; frame-ancestors 'none'; "
                 "base-uri 'none'; object-src 'none'")
 
 

@@ -25,7 +25,7 @@ from impasto.service.core import jobs
 from impasto.service.core.models import Email, EmailStatus, Job, JobKind, Order, OrderStatus
 from impasto.service.core.orders import ORDER_TRANSITIONS, set_order_status
 from impasto.service.core.untrusted import parse_id
-from impasto.service.shop import flows, security
+from impasto.service.shop import flows, fulfilment, security
 from impasto.service.shop.routes.web import (
     DB,
     Admin,
@@ -138,7 +138,7 @@ def _jobs(session) -> list[Job]:
 
 
 async def _checked_form(request: Request):
-    data = await request.form(max_files=0, max_fields=5)
+    data = await request.form(max_files=0, max_fields=8)
     check_csrf(request, data.get("csrf_token"))
     return data
 
@@ -182,6 +182,7 @@ async def cancel_job(job_id: str, request: Request) -> Response:
 
 @router.post("/orders/{order_id}/status", dependencies=[Admin])
 async def order_status(order_id: str, request: Request) -> Response:
+    """Printed, shipped (with its carrier and tracking number) or cancelled (a paid one refunded)."""
     data = await _checked_form(request)
     number = parse_id(order_id, "order")
     try:
@@ -190,19 +191,43 @@ async def order_status(order_id: str, request: Request) -> Response:
         raise flows.InvalidInput("Unknown order status.") from None
     if status not in ADMIN_ORDER_STEPS:
         raise flows.InvalidInput("The admin marks orders printed, shipped or cancelled; renders do the rest.")
-    await run_in_threadpool(_set_order_status, request, number, status)
+    shipment = None
+    if status is OrderStatus.SHIPPED:
+        shipment = fulfilment.check_shipment(data, template=shop_of(request).settings.tracking_url_template)
+    await run_in_threadpool(_set_order_status, request, number, status, shipment)
     return RedirectResponse("/admin#orders", status_code=303)
 
 
-def _set_order_status(request: Request, order_id: int, status: OrderStatus) -> None:
-    with shop_of(request).sessions() as session:
+def _set_order_status(request: Request, order_id: int, status: OrderStatus,
+                      shipment: fulfilment.Shipment | None) -> None:
+    shop = shop_of(request)
+    with shop.sessions() as session:
         try:
-            order = set_order_status(session=session, order_id=order_id, status=status)
+            if status is OrderStatus.CANCELLED:
+                fulfilment.cancel_order(shop, session=session, order_id=order_id)
+            elif status is OrderStatus.SHIPPED:
+                fulfilment.ship_order(shop, session=session, order_id=order_id, shipment=shipment)
+            else:
+                fulfilment.mark_printed(session=session, order_id=order_id)
         except OrderStatusError as exc:
             raise flows.NotReady(str(exc)) from None
-        if status is OrderStatus.CANCELLED and order.print_job_id:
-            jobs.cancel(session=session, job_id=order.print_job_id)
-        session.commit()
+    if status is OrderStatus.SHIPPED and shop.outbox is not None:
+        shop.outbox.wake()
+
+
+@router.get("/orders/{order_id}/slip", dependencies=[Admin])
+def packing_slip(order_id: str, request: Request, session: DB) -> Response:
+    """The packing slip: the address label, what goes in the parcel, and the print file's link."""
+    from impasto.service.shop.addresses import Address
+
+    order = session.get(Order, parse_id(order_id, "order"))
+    if order is None:
+        raise flows.NotFound("No such order.")
+    download = (f"{flows.portrait_url(order.portrait.public_id)}/orders/{order.number}/download"
+                if order.status in flows.DOWNLOADABLE else None)
+    context = {"order": order, "label": Address.from_order(order).lines(), "download_url": download,
+               "phone": order.shipping_phone, "transitions": ORDER_TRANSITIONS}
+    return render(request, "admin/slip.html", context)
 
 
 # --- the style catalog -------------------------------------------------------------------

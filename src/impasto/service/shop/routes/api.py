@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from impasto.service.shop import flows
+from impasto.service.shop.payments import offered
 from impasto.service.shop.routes.schemas import (
     OrderIn,
     OrderOut,
@@ -107,12 +108,18 @@ async def _events(request: Request, shop, public_id: str, view: dict) -> AsyncIt
 
 
 @router.post("/portraits/{public_id}/orders", tags=["orders"], status_code=201, response_model=OrderOut,
-             responses={**ERRORS, 409: {"description": "the preview is not finished"}})
+             responses={**ERRORS, 409: {"description": "the preview is not finished"},
+                        503: {"description": "the payment service could not open a checkout"}})
 def create_order(public_id: str, body: OrderIn, request: Request, session: DB):
-    """Order a print of a finished preview: the print continues that preview at the print's size."""
+    """Order a print of a finished preview: the print continues that preview at the print's size.
+
+    Paid online, the answer's ``payment_url`` is the checkout to send the customer to: the
+    order waits in ``awaiting_payment`` and nothing is painted until the payment arrives."""
     shop = shop_of(request)
     portrait = flows.find_portrait(session, public_id)
-    order, _ = flows.place_order(shop, session, portrait, flows.OrderForm(**body.model_dump()))
+    form = flows.OrderForm(body.preview_id, body.print_size, body.shipping_address.model_dump(),
+                           body.payment_method)
+    order, _ = flows.place_order(shop, session, portrait, form)
     return flows.order_view(shop, session, order)
 
 
@@ -141,4 +148,4 @@ def list_prints(request: Request):
     settings = shop.settings
     return {"prints": [PrintOption(size=p.size, price_cents=p.price_cents, currency=settings.currency)
                        for p in settings.prints],
-            "payment_methods": {name: provider.title for name, provider in shop.payments.items()}}
+            "payment_methods": {name: provider.title for name, provider in offered(shop.payments).items()}}

@@ -19,7 +19,8 @@ from impasto.service.shop.routes.web import DB, check_csrf, client_ip, http_stat
 
 router = APIRouter(include_in_schema=False)
 
-MAX_FORM_FIELDS = 10
+MAX_FORM_FIELDS = 16
+ADDRESS_FIELDS = ("name", "line1", "line2", "city", "region", "postal_code", "country", "phone")
 
 
 def _prints(shop) -> list[dict]:
@@ -102,8 +103,11 @@ def _order_page(request: Request, session, portrait, form: dict, *, error: str |
     preview = next((p for p in view["previews"] if p["id"] == job.id), None)
     if preview is None:
         raise flows.NotFound("No such preview.")
+    from impasto.service.shop.addresses import countries
+    from impasto.service.shop.payments import offered
+
     context = {"view": view, "preview": preview, "prints": _prints(shop), "form": form, "error": error,
-               "payments": shop.payments}
+               "payments": offered(shop.payments), "countries": countries()}
     return render(request, "order.html", context, status_code=status_code)
 
 
@@ -111,32 +115,40 @@ def _order_page(request: Request, session, portrait, form: dict, *, error: str |
 async def place_order(public_id: str, request: Request) -> Response:
     data = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=16 * 1024)
     check_csrf(request, data.get("csrf_token"))
-    fields = {name: str(data.get(name) or "") for name in
-              ("preview_id", "print_size", "shipping_name", "shipping_address", "payment_method")}
+    names = ("preview_id", "print_size", "payment_method", *(f"shipping_{name}" for name in ADDRESS_FIELDS))
+    fields = {name: str(data.get(name) or "") for name in names}
     return await run_in_threadpool(_place_order, request, public_id, fields)
 
 
 def _place_order(request: Request, public_id: str, fields: dict) -> Response:
+    """The order form: pay on invoice goes to the order's page, a hosted checkout to its page."""
+    from impasto.errors import PaymentError
+
     shop = shop_of(request)
     with shop.sessions() as session:
         portrait = flows.find_portrait(session, public_id)
-        form = flows.OrderForm(parse_id(fields["preview_id"], "preview"), fields["print_size"],
-                               fields["shipping_name"],
-                               fields["shipping_address"], fields["payment_method"] or "invoice")
+        address = {name: fields[f"shipping_{name}"] for name in ADDRESS_FIELDS}
+        form = flows.OrderForm(parse_id(fields["preview_id"], "preview"), fields["print_size"], address,
+                               fields["payment_method"])
         try:
-            order, _ = flows.place_order(shop, session, portrait, form)
-        except (flows.InvalidInput, flows.NotReady) as exc:
+            order, started = flows.place_order(shop, session, portrait, form)
+        except (flows.InvalidInput, flows.NotReady, PaymentError) as exc:
             session.rollback()
             return _order_page(request, session, portrait, {**fields, "preview_id": form.preview_id},
                                error=str(exc), status_code=http_status(exc))
-        url = f"{flows.portrait_url(public_id)}/orders/{order.number}"
+        url = started.redirect_url or f"{flows.portrait_url(public_id)}/orders/{order.number}"
     return RedirectResponse(url, status_code=303)
 
 
 @router.get("/portraits/{public_id}/orders/{number}")
-def order_page(public_id: str, number: str, request: Request, session: DB) -> Response:
+def order_page(public_id: str, number: str, request: Request, session: DB, paid: str = "") -> Response:
+    """The order's page; ``?paid=1`` is the way back from a checkout (the webhook may still be on its way)."""
+    from impasto.service.shop.addresses import Address
+
     shop = shop_of(request)
     portrait = flows.find_portrait(session, public_id)
-    order = flows.order_view(shop, session, flows.find_order(session, portrait, number))
+    row = flows.find_order(session, portrait, number)
+    order = flows.order_view(shop, session, row)
     view = flows.portrait_view(shop, session, portrait)
-    return render(request, "confirmation.html", {"order": order, "view": view})
+    return render(request, "confirmation.html", {"order": order, "view": view, "paid_return": paid == "1",
+                                                 "address_lines": Address.from_order(row).lines()})

@@ -91,6 +91,33 @@ class PortraitOut(BaseModel):
     done: bool
 
 
+class AddressIn(BaseModel):
+    """Where the print goes, as print labs take it (checked further by the shop: 422 naming the field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=200, examples=["Ada Lovelace"])
+    line1: str = Field(max_length=200, examples=["12 St James's Square"])
+    line2: str = Field("", max_length=200)
+    city: str = Field(max_length=100, examples=["London"])
+    region: str = Field("", max_length=100, description="state, province or county, where the post uses one")
+    postal_code: str = Field("", max_length=20, examples=["SW1Y 4LB"],
+                             description="required except in countries without postal codes")
+    country: str = Field(min_length=2, max_length=2, examples=["GB"], description="ISO 3166-1 alpha-2")
+    phone: str = Field("", max_length=40, description="optional: for the carrier")
+
+
+class AddressOut(BaseModel):
+    name: str
+    line1: str
+    line2: str
+    city: str
+    region: str
+    postal_code: str
+    country: str = Field(description="ISO 3166-1 alpha-2; empty on orders placed before structured addresses")
+    phone: str
+
+
 class OrderIn(BaseModel):
     """A print of one finished preview."""
 
@@ -99,18 +126,23 @@ class OrderIn(BaseModel):
     preview_id: DbId = Field(description="the id of a finished preview of this portrait")
     print_size: str = Field(description=RenderParams.model_fields["print_size"].description.split(":")[0]
                             + "; one of GET /api/v1/prints", examples=["8x10in"])
-    shipping_name: str = Field(min_length=1, max_length=200)
-    shipping_address: str = Field(min_length=1, max_length=1000)
-    payment_method: str = Field("invoice", description="one of GET /api/v1/prints' payment_methods")
+    shipping_address: AddressIn
+    payment_method: str = Field("", description="one of GET /api/v1/prints' payment_methods "
+                                                "(empty: the shop's own)")
 
 
 class OrderOut(OrderSummary):
-    price_cents: int
+    price_cents: int = Field(description="in the currency's minor units, from the shop's prices")
     currency: str
-    shipping_name: str
-    shipping_address: str
+    shipping_address: AddressOut
     payment_method: str
     payment_instructions: str | None
+    payment_url: str | None = Field(None, description="while awaiting payment: the hosted checkout to pay on "
+                                                      "(the print is painted once it is paid)")
+    refunded: bool = False
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
     created_at: datetime
     ready_at: datetime | None
     preview_image_url: str | None

@@ -33,15 +33,17 @@
   }
 
   function updateOrder(box, o) {
-    var reached = STEPS.indexOf(o.status);
+    var reached = STEPS.indexOf(o.status === "paid" ? "ordered" : o.status);   // paid: ordered, not painting yet
     box.querySelectorAll("[data-step]").forEach(function (li, i) { li.classList.toggle("reached", i <= reached); });
     var bar = box.querySelector("[data-print-progress]");
     if (bar) { bar.value = o.print_progress; bar.hidden = !!o.download_url; }
     var link = box.querySelector("[data-download]");
     if (link && o.download_url) { link.href = o.download_url; link.hidden = false; }
-    box.querySelectorAll("[data-lede]").forEach(function (p) {
-      p.hidden = (p.dataset.lede === "ready") !== !!o.download_url;
-    });
+    var lede = o.download_url ? "ready" : ["awaiting_payment", "expired", "cancelled"].indexOf(o.status) >= 0
+      ? o.status.replace("_payment", "") : "painting";
+    box.querySelectorAll("[data-lede]").forEach(function (p) { p.hidden = p.dataset.lede !== lede; });
+    var pay = box.querySelector("[data-pay]");
+    if (pay && o.status !== "awaiting_payment") pay.hidden = true;
   }
 
   function update(view) {
