@@ -233,7 +233,7 @@ def _tile_grams(extractor, image, tile_size: int, layers):
     import torch
 
     from impasto.engine.losses import gram
-    from impasto.engine.scale import PIXEL_SCALE
+    from impasto.engine.units import PIXEL_SCALE
 
     height, width = image.shape[-2:]
     out = {name: [] for name in layers}

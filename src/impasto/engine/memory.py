@@ -30,7 +30,6 @@ freed) and fit in what the optimiser takes later.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +37,10 @@ import torch
 from impasto.engine.masks import DETAIL_LAYERS
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import TileSize, estimate_window_bytes, model_geometry, tile_shape_for_budget
+from impasto.engine.units import parse_bytes
 from impasto.errors import ParamError
 
 log = logging.getLogger(__name__)
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 PROCESS_BYTES = 256 * 2**20   # Python, torch and impasto loaded (measured VmRSS: ~230 MiB)
 WEIGHTS_BYTES = 80 * 2**20    # VGG conv weights in float32, with slack
 MIN_HISTORY = 5               # below this L-BFGS is hardly better than gradient descent
@@ -52,17 +49,6 @@ SAFETY = 0.95                 # plan within this part of the budget: allocator s
 UNACCOUNTED = 2               # image-sized buffers a print holds beyond those named below
 LEAN_HISTORY_DTYPE = torch.float16
 LEAN_TARGET_DTYPE = torch.float16
-
-
-def parse_bytes(text: str) -> int:
-    """``"4GB"``, ``"512 MiB"``, ``"2g"`` → bytes (binary units: a GB here is 2³⁰ bytes)."""
-    match = _SIZE.match(text)
-    if not match or match[2].lower() not in _UNITS:
-        raise ParamError(f"memory budget {text!r}: use a number with B, KB, MB, GB or TB, e.g. 4GB")
-    value = float(match[1]) * _UNITS[match[2].lower()]
-    if value <= 0:
-        raise ParamError(f"memory budget {text!r} must be positive")
-    return int(value)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
 from impasto.engine.masks import DETAIL_LAYERS, Guide
 from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
+from impasto.engine.targets import style_targets
 from impasto.engine.tiling import build_tiled_objective, format_tile, needs_tiles
+from impasto.engine.units import PIXEL_SCALE
 from impasto.errors import ParamError, RenderDiverged
 
 log = logging.getLogger(__name__)
-PIXEL_SCALE = 255.0
 RANDOM_INIT_STD = 0.001 * PIXEL_SCALE  # neural-style: randn × 0.001 around the net's mean
 
 
@@ -138,10 +139,7 @@ def _style_targets(extractor: VGGFeatures, styles: Sequence[torch.Tensor], param
     for style in styles:
         feats = extractor(style * PIXEL_SCALE)
         per_style.append({name: gram(feats[name]) for name in params.style_layers})
-    if guide is not None and guide.regions is not None:
-        return {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
-    blend = params.blend_weights(len(styles))
-    return {name: sum(w * grams[name] for w, grams in zip(blend, per_style)) for name in params.style_layers}
+    return style_targets(per_style, params, regions=guide is not None and guide.regions is not None)
 
 
 def initial_pixels(content: torch.Tensor, params: RenderParams, extractor: VGGFeatures,
