@@ -11,15 +11,17 @@
     python bench/prints.py all
 
 Each prints a markdown table. Baselines run in the same process (or, for memory, the
-same script): memory is relative to the 2048 px run, seams to the tile interiors, the
+same script): memory is against the budget it was given, seams to the tile interiors, the
 Gram spread to a non-tiled render of the same image, consistency to the preview, time
 to quality to a single-scale 500-iteration L-BFGS render of our own engine.
 
-**memory** runs each size in a fresh subprocess — ``impasto render`` as a user runs it
-(a square print, ``--print-size 8x8in --dpi S/8 --memory-budget B``, one scale of N
-iterations or, with ``--iterations 0 --resume PREVIEW``, the preview's schedule
+**memory** runs each budget × size in a fresh subprocess — ``impasto render`` as a user
+runs it (a square print, ``--print-size 8x8in --dpi S/8 --memory-budget B``, one scale of
+N iterations or, with ``--iterations 0 --resume PREVIEW``, the preview's schedule
 continued; loading the photo and saving the PNG) — and reads that process's high-water
-RSS (``VmHWM``) at exit, with its wall time.
+RSS (``VmHWM``) at exit, its wall time, the last scale's tiles and planned peak, or the
+one-line error a budget too small for the render ends with (exit 2). ``bench/phases.py``
+breaks one render's memory down by phase.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ with less compute (``tiling.tile_shape_for_budget``), never smaller than ``MIN_T
 halos a side (below that most of the work would be halo). A budget that cannot hold the
 smallest tile is a ``BudgetTooSmall`` naming the smallest budget that can, raised before
 anything renders (``multiscale.render`` checks every scale first). Each term was found by
-measurement (``bench/prints.py phases``: VmHWM per phase, reset between them); ``SAFETY``
+measurement (``bench/phases.py``: VmHWM per phase, reset between them); ``SAFETY``
 leaves the rest of the budget to page granularity and what malloc keeps.
 """
 
@@ -44,6 +44,7 @@ from impasto.engine.tiling import (
     TileSize,
     estimate_window_bytes,
     largest_window,
+    needs_tiles,
     plan_tiles,
     model_geometry,
     tile_shape_for_budget,
@@ -57,7 +58,7 @@ MIN_HISTORY = 5               # below this L-BFGS is hardly better than gradient
 HISTORY_SHARE = 0.5           # at most this part of what is left goes to a shortened history
 SAFETY = 0.95                 # plan within this part of the budget: pages, malloc's own keep
 # A forward without grad (the targets, the style pass) peaks at this part of the window's
-# forward-and-backward estimate: measured 0.48–0.50 (576² windows, bench/prints.py phases).
+# forward-and-backward estimate: measured 0.48–0.50 (576² windows, bench/phases.py).
 FORWARD_SHARE = 0.55
 # The striped TV loss (tiling.objective._tv_into) holds about five stripes' temporaries:
 # measured 84 MiB above the image and gradient for 16 MiB stripes.
@@ -203,11 +204,13 @@ def _tile(params: RenderParams, height: int, width: int, window_room: int) -> tu
     if window_room <= 0 or _window_bytes(params, height, width, smallest) > window_room:
         return None
     layers = [*params.content_layers, *params.style_layers]
-    # the cheapest cover within the room: no cheaper than the smallest tile, so never a sliver;
-    # and two tiles at least, or the whole-image objective (which did not fit) would run
-    longest = max(height, width) - 1
-    limit = min(params.tile_size, longest) if params.tile_size else longest
-    return tile_shape_for_budget(height, width, window_room, layers, model=params.model, max_side=limit)
+    # the cheapest cover within the room: no cheaper than the smallest tile, so never a sliver
+    tile = tile_shape_for_budget(height, width, window_room, layers, model=params.model, max_side=params.tile_size)
+    if not needs_tiles(height, width, tile):   # one tile is the whole-image objective, which did not fit
+        longest = max(height, width) - 1
+        tile = tile_shape_for_budget(height, width, window_room, layers, model=params.model,
+                                     max_side=min(params.tile_size or longest, longest))
+    return tile
 
 
 def _history(params: RenderParams, room: int, step: int, wanted: int) -> int | None:

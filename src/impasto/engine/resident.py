@@ -8,7 +8,7 @@ CUDA. Where neither can be read (not Linux), ``FALLBACK_BYTES`` stands in.
 glibc's malloc keeps freed memory for reuse: its mmap threshold rises to the largest block
 freed (up to 32 MiB), after which a tile's layer outputs below that size come from the heap
 and stay resident after they are freed. Measured on a 1024² print tiled in 512² tiles
-under 1.5 GB (``bench/prints.py phases``): the resident set crept from 461 to 850 MiB over
+under 1.5 GB (``bench/phases.py``): the resident set crept from 461 to 850 MiB over
 two evaluations with nothing live to show for it, and the peak was 1371 MiB; with the
 threshold held at ``MMAP_THRESHOLD_BYTES`` it stayed at 455–491 MiB and peaked at
 1223 MiB. So under a budget the threshold is held (``hold_allocator``), and freed heap is
