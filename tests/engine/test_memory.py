@@ -126,6 +126,7 @@ def test_a_budget_too_small_for_a_later_scale_fails_before_the_first(monkeypatch
     assert "4096×4096" in str(info.value)    # the scale that does not fit, not the first
 
 
+@pytest.mark.measured_baseline
 def test_cuda_plans_from_the_caching_allocators_reserve(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3584 * 2**20)
@@ -228,3 +229,13 @@ def test_the_planned_peak_is_the_measured_one_on_a_small_tiled_render():
     assert result["peak"] <= result["planned"] <= memory.SAFETY * result["budget"]
     base = result["base"]
     assert result["peak"] - base >= 0.75 * (result["planned"] - base), result
+
+
+@pytest.mark.parametrize("iterations", [2, 3, 50, 400])
+@pytest.mark.parametrize("size", [1024, 2048, 4096])
+def test_the_budget_a_refusal_names_is_one_the_planner_accepts(size, iterations):
+    params = RenderParams(memory_budget="0.5GB", num_iterations=iterations)
+    with pytest.raises(BudgetTooSmall) as info:
+        plan_memory(params, size, size, baseline=BASE)
+    enough = params.model_copy(update={"memory_budget": memory.format_budget(info.value.needed)})
+    plan_memory(enough, size, size, baseline=BASE)

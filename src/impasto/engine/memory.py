@@ -109,38 +109,50 @@ def plan_memory(params: RenderParams, height: int, width: int, guide=None, *, ba
 
     ``guide``: the scale's masks.Guide (its masks count); ``styles``: the style images'
     (rows, cols) at this scale (default: one of the content's size); ``baseline``: what the
-    process holds already (default: measured now on ``device``)."""
+    process holds already (default: measured now on ``device``). A budget that cannot hold
+    the scale is a ``BudgetTooSmall`` naming the smallest that can."""
     if not params.memory_budget:
         return MemoryPlan(params.tile_size, params.lbfgs_num_correction)
-    budget = parse_bytes(params.memory_budget)
     baseline = resident.baseline_bytes(device) if baseline is None else baseline
     styles = [(height, width)] if styles is None else list(styles)
+    plan = _plan(params, height, width, guide, styles, baseline, parse_bytes(params.memory_budget))
+    if plan is None:
+        needed = smallest_budget(params, height, width, guide, baseline=baseline, styles=styles)
+        raise BudgetTooSmall(
+            f"a {width}×{height} render needs --memory-budget {format_budget(needed)} or more "
+            f"(this process holds {_mib(baseline)} before it starts); {params.memory_budget} cannot hold it",
+            needed=needed)
+    return plan
+
+
+def _plan(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]],
+          baseline: int, budget: int) -> MemoryPlan | None:
+    """``plan_memory`` in ``budget`` bytes, or None if they cannot hold the scale."""
     room = int(budget * SAFETY) - baseline
     lbfgs = params.optimizer == "lbfgs"
-    lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
-    wanted = min(params.lbfgs_num_correction, max(1, params.num_iterations - 2))
-    history = wanted
+    lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None, "baseline_bytes": baseline}
+    history = min(params.lbfgs_num_correction, max(1, params.num_iterations - 2))
     if lbfgs:
         bare = _phases(params, height, width, guide, styles, tiled=True, history=0)
-        history = _history(params, room - bare.evaluate, _pair_bytes(height, width), wanted)
+        history = _history(params, room - bare.evaluate, _pair_bytes(height, width), history)
         if history is None:
-            raise _too_small(params, height, width, guide, styles, baseline)
+            return None
     whole = _phases(params, height, width, guide, styles, tiled=False, history=history)
     whole_peak = SHAPE_BYTES + whole.peak(_whole_window(params, height, width), 0)
     if whole_peak <= room:
-        return MemoryPlan(params.tile_size, history, **lean, peak_bytes=baseline + whole_peak, baseline_bytes=baseline,
+        return MemoryPlan(params.tile_size, history, **lean, peak_bytes=baseline + whole_peak,
                           target_dtype=LEAN_TARGET_DTYPE if params.tile_size else None)
     phases = _phases(params, height, width, guide, styles, tiled=True, history=history)
     tv, shapes = _tv(params, height, width), 0
     for _ in range(2):   # the kernels' shapes are known once the tile is: plan again with them
         tile = _tile(params, height, width, phases.window_room(room - shapes, tv))
         if tile is None:
-            raise _too_small(params, height, width, guide, styles, baseline)
+            return None
         shapes = _shape_bytes(params, height, width, tile)
-        peak = baseline + shapes + phases.peak(_window_bytes(params, height, width, tile), tv)
-        if peak - baseline <= room:
-            break
-    return MemoryPlan(tile, history, **lean, target_dtype=LEAN_TARGET_DTYPE, peak_bytes=peak, baseline_bytes=baseline)
+        peak = shapes + phases.peak(_window_bytes(params, height, width, tile), tv)
+        if peak <= room:
+            return MemoryPlan(tile, history, **lean, target_dtype=LEAN_TARGET_DTYPE, peak_bytes=baseline + peak)
+    return None
 
 
 def _phases(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]], *,
@@ -230,31 +242,16 @@ def _history(params: RenderParams, room: int, step: int, wanted: int) -> int | N
 
 def smallest_budget(params: RenderParams, height: int, width: int, guide=None, *, baseline: int,
                     styles: Sequence[tuple[int, int]] | None = None) -> int:
-    """The smallest budget that holds the scale: the smallest tile (or the whole image, if
-    less), the shortest history L-BFGS is offered, within ``SAFETY`` — rounded up to 0.1 GiB."""
+    """The smallest budget, in tenths of a GiB, that ``plan_memory`` accepts for the scale."""
     styles = [(height, width)] if styles is None else list(styles)
-    history = min(params.lbfgs_num_correction, MIN_HISTORY, max(1, params.num_iterations - 2))
-    whole = _phases(params, height, width, guide, styles, tiled=False, history=history)
-    need = SHAPE_BYTES + whole.peak(_whole_window(params, height, width), 0)
-    if max(height, width) > min_tile_side(params):
-        tiled = _phases(params, height, width, guide, styles, tiled=True, history=history)
-        smallest = min_tile_side(params)
-        need = min(need, _shape_bytes(params, height, width, smallest)
-                   + tiled.peak(_window_bytes(params, height, width, smallest), _tv(params, height, width)))
-    tenths = math.ceil((baseline + need) / SAFETY * 10 / 2**30)
+    tenths = math.ceil(baseline / SAFETY * 10 / 2**30)   # below it not even the process fits
+    while _plan(params, height, width, guide, styles, baseline, tenths * 2**30 // 10) is None:
+        tenths += 1   # a plan's need grows smoothly: a few steps from the process's own size
     return tenths * 2**30 // 10
 
 
 def format_budget(value: int) -> str:
     return f"{value / 2**30:.1f}GB"
-
-
-def _too_small(params: RenderParams, height: int, width: int, guide, styles, baseline: int) -> BudgetTooSmall:
-    needed = smallest_budget(params, height, width, guide, baseline=baseline, styles=styles)
-    return BudgetTooSmall(
-        f"a {width}×{height} render needs --memory-budget {format_budget(needed)} or more "
-        f"(this process holds {_mib(baseline)} before it starts); {params.memory_budget} cannot hold it",
-        needed=needed)
 
 
 def guide_bytes(params: RenderParams, guide, height: int, width: int, *, mask_bytes: int = 4) -> int:
