@@ -68,14 +68,29 @@ def child(argv: list[str]) -> None:
         return plans[-1]
 
     scale.plan_memory = recording
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     code = main(argv[1:])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     last = plans[-1] if plans else None
-    Path(argv[0]).write_text(json.dumps({
-        "code": code, "seconds": seconds, "peak_kib": vm_kib("VmHWM"),
+    Path(argv[0]).write_text(json.dumps({"work": _vgg_work(last, argv), 
+        "code": code, "seconds": seconds, "cpu_seconds": cpu, "peak_kib": vm_kib("VmHWM"),
         "tile": (format_tile(last.tile_size) if last.tile_size else "whole") if last else "-",
         "planned": last.peak_bytes if last else 0}))
+
+
+def _vgg_work(plan, argv: list[str]) -> float:
+    """Pixels the plan runs through VGG per pass (windows, halos included) ÷ the image's:
+    the compute a budget costs, whatever else loads the machine."""
+    from impasto.engine import RenderParams
+    from impasto.engine.tiling import model_geometry, needs_tiles, plan_tiles
+
+    size = int(argv[argv.index("--dpi") + 1]) * 8   # the square print's side
+    if plan is None or not needs_tiles(size, size, plan.tile_size):
+        return 1.0
+    params = RenderParams()
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    tiles = plan_tiles(size, size, plan.tile_size, geometry)
+    return sum((t.rows.hi - t.rows.lo) * (t.cols.hi - t.cols.lo) for t in tiles) / size**2
 
 
 def memory(args: argparse.Namespace) -> str:
@@ -105,22 +120,22 @@ def _memory_run(args: argparse.Namespace, budget: str, size: int) -> tuple:
     result = json.loads(report.read_text())
     error = next((line for line in done.stderr.splitlines() if line.startswith("impasto: error:")), "")
     return (result["code"], result["peak_kib"] * 1024, result["seconds"], result["tile"], result["planned"],
-            error)
+            result.get("work", 0.0), error)
 
 
 def memory_table(rows, iterations: int) -> str:
     from impasto.engine.units import parse_bytes
 
-    lines = ["| budget | size | tiles | planned peak MiB | peak RSS MiB | ÷ budget | seconds | s / iteration |",
-             "|---|---|---|---|---|---|---|---|"]
-    for budget, size, code, peak, seconds, tile, planned, error in rows:
+    lines = ["| budget | size | tiles | planned peak MiB | peak RSS MiB | ÷ budget | VGG work ÷ untiled "
+             "| seconds | s / iteration |", "|---|---|---|---|---|---|---|---|---|"]
+    for budget, size, code, peak, seconds, tile, planned, work, error in rows:
         if code:
             lines.append(f"| {budget} | {size}² | refused, exit {code}: `{error}` | | {peak / 2**20:.0f} | "
-                         f"{peak / parse_bytes(budget):.2f} | {seconds:.0f} | |")
+                         f"{peak / parse_bytes(budget):.2f} | | {seconds:.0f} | |")
             continue
         per = f"{seconds / iterations:.0f}" if iterations else ""
         lines.append(f"| {budget} | {size}² | {tile} | {planned / 2**20:.0f} | {peak / 2**20:.0f} | "
-                     f"{peak / parse_bytes(budget):.2f} | {seconds:.0f} | {per} |")
+                     f"{peak / parse_bytes(budget):.2f} | {work:.2f} | {seconds:.0f} | {per} |")
     return "\n".join(lines)
 
 
