@@ -1,6 +1,6 @@
 """Print-size benchmarks: memory, time to quality, seams and preview consistency.
 
-    python bench/prints.py memory [--sizes 1024,2048,4096] [--iterations 2] [--budget 4GB]
+    python bench/prints.py memory [--sizes 1024,2048,4096] [--iterations 2] [--budgets 1.5GB,2GB,4GB]
                                   [--resume STATE] [--out bench/out/prints]
     python bench/prints.py tile-peak [--shapes 1024x688,832x688,1024x1024]
     python bench/prints.py seams IMAGE --tile-size PX [--init IMAGE]
@@ -11,15 +11,17 @@
     python bench/prints.py all
 
 Each prints a markdown table. Baselines run in the same process (or, for memory, the
-same script): memory is relative to the 2048 px run, seams to the tile interiors, the
+same script): memory is against the budget it was given, seams to the tile interiors, the
 Gram spread to a non-tiled render of the same image, consistency to the preview, time
 to quality to a single-scale 500-iteration L-BFGS render of our own engine.
 
-**memory** runs each size in a fresh subprocess — ``impasto render`` as a user runs it
-(a square print, ``--print-size 8x8in --dpi S/8 --memory-budget B``, one scale of N
-iterations or, with ``--iterations 0 --resume PREVIEW``, the preview's schedule
+**memory** runs each budget × size in a fresh subprocess — ``impasto render`` as a user
+runs it (a square print, ``--print-size 8x8in --dpi S/8 --memory-budget B``, one scale of
+N iterations or, with ``--iterations 0 --resume PREVIEW``, the preview's schedule
 continued; loading the photo and saving the PNG) — and reads that process's high-water
-RSS (``VmHWM``) at exit, with its wall time.
+RSS (``VmHWM``) at exit, its wall time, the last scale's tiles and planned peak, or the
+one-line error a budget too small for the render ends with (exit 2). ``bench/phases.py``
+breaks one render's memory down by phase.
 """
 
 from __future__ import annotations
@@ -52,45 +54,88 @@ def vm_kib(key: str) -> int:
 # --- memory -------------------------------------------------------------------------------
 
 def child(argv: list[str]) -> None:
-    """Run ``impasto <argv[1:]>`` in this process; write peak RSS and seconds to argv[0]."""
+    """Run ``impasto <argv[1:]>`` in this process; write peak RSS, seconds and the last
+    scale's memory plan (tile, planned peak) to argv[0]."""
     from impasto.cli import main
+    from impasto.engine import scale
+    from impasto.engine.tiling import format_tile
 
-    started = time.perf_counter()
+    plans = []
+    planner = scale.plan_memory
+
+    def recording(*args, **kwargs):
+        plans.append(planner(*args, **kwargs))
+        return plans[-1]
+
+    scale.plan_memory = recording
+    started, cpu = time.perf_counter(), time.process_time()
     code = main(argv[1:])
-    seconds = time.perf_counter() - started
-    Path(argv[0]).write_text(json.dumps({"code": code, "seconds": seconds, "peak_kib": vm_kib("VmHWM")}))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    last = plans[-1] if plans else None
+    Path(argv[0]).write_text(json.dumps({"work": _vgg_work(last, argv), 
+        "code": code, "seconds": seconds, "cpu_seconds": cpu, "peak_kib": vm_kib("VmHWM"),
+        "tile": (format_tile(last.tile_size) if last.tile_size else "whole") if last else "-",
+        "planned": last.peak_bytes if last else 0}))
+
+
+def _vgg_work(plan, argv: list[str]) -> float:
+    """Pixels the plan runs through VGG per pass (windows, halos included) ÷ the image's:
+    the compute a budget costs, whatever else loads the machine."""
+    from impasto.engine import RenderParams
+    from impasto.engine.tiling import model_geometry, needs_tiles, plan_tiles
+
+    size = int(argv[argv.index("--dpi") + 1]) * 8   # the square print's side
+    if plan is None or not needs_tiles(size, size, plan.tile_size):
+        return 1.0
+    params = RenderParams()
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    tiles = plan_tiles(size, size, plan.tile_size, geometry)
+    return sum((t.rows.hi - t.rows.lo) * (t.cols.hi - t.cols.lo) for t in tiles) / size**2
 
 
 def memory(args: argparse.Namespace) -> str:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
-        out = args.out / f"print-{size}.png"
-        report = args.out / f"memory-{size}.json"
-        command = ["render", str(find("content", args.content)), "--style", str(find("style", args.style)),
-                   "-o", str(out), "--print-size", "8x8in", "--dpi", str(size // 8),
-                   "--memory-budget", args.budget, "-q", "-v"]
-        if args.iterations:   # else the preview's own schedule, as the shop continues it
-            command += ["--scales", str(size), "--scale-iterations", str(args.iterations)]
-        if args.resume:
-            command += ["--resume", str(args.resume)]
-        print(f"memory: {size} px: impasto {' '.join(command)}", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, __file__, "_child", str(report), *command], check=True)
-        result = json.loads(report.read_text())
-        if result["code"]:
-            raise SystemExit(f"render at {size} px failed with {result['code']}")
-        rows.append((size, result["peak_kib"] * 1024, result["seconds"]))
-    return memory_table(rows, args.budget)
+    for budget in args.budgets.split(","):
+        for size in [int(s) for s in args.sizes.split(",")]:
+            rows.append((budget, size, *_memory_run(args, budget, size)))
+    return memory_table(rows, args.iterations)
 
 
-def memory_table(rows, budget: str) -> str:
-    from impasto.engine.memory import parse_bytes
+def _memory_run(args: argparse.Namespace, budget: str, size: int) -> tuple:
+    """One ``impasto render`` in a fresh process: (exit code, peak bytes, seconds, tile,
+    planned peak, its one-line error if it refused)."""
+    out = args.out / f"print-{size}-{budget}.png"
+    report = args.out / f"memory-{size}-{budget}.json"
+    command = ["render", str(find("content", args.content)), "--style", str(find("style", args.style)),
+               "-o", str(out), "--print-size", "8x8in", "--dpi", str(size // 8),
+               "--memory-budget", budget, "-q", "-v"]
+    if args.iterations:   # else the preview's own schedule, as the shop continues it
+        command += ["--scales", str(size), "--scale-iterations", str(args.iterations)]
+    if args.resume:
+        command += ["--resume", str(args.resume)]
+    print(f"memory: {size} px in {budget}: impasto {' '.join(command)}", file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, __file__, "_child", str(report), *command],
+                          capture_output=True, text=True)
+    result = json.loads(report.read_text())
+    error = next((line for line in done.stderr.splitlines() if line.startswith("impasto: error:")), "")
+    return (result["code"], result["peak_kib"] * 1024, result["seconds"], result["tile"], result["planned"],
+            result.get("work", 0.0), error)
 
-    limit = parse_bytes(budget)
-    base = next((peak for size, peak, _ in rows if size == 2048), rows[0][1])
-    lines = [f"| size | peak RSS MiB | ÷ budget ({budget}) | ÷ peak at 2048 | seconds |", "|---|---|---|---|---|"]
-    for size, peak, seconds in rows:
-        lines.append(f"| {size}² | {peak / 2**20:.0f} | {peak / limit:.2f} | {peak / base:.2f} | {seconds:.0f} |")
+
+def memory_table(rows, iterations: int) -> str:
+    from impasto.engine.units import parse_bytes
+
+    lines = ["| budget | size | tiles | planned peak MiB | peak RSS MiB | ÷ budget | VGG work ÷ untiled "
+             "| seconds | s / iteration |", "|---|---|---|---|---|---|---|---|---|"]
+    for budget, size, code, peak, seconds, tile, planned, work, error in rows:
+        if code:
+            lines.append(f"| {budget} | {size}² | refused, exit {code}: `{error}` | | {peak / 2**20:.0f} | "
+                         f"{peak / parse_bytes(budget):.2f} | | {seconds:.0f} | |")
+            continue
+        per = f"{seconds / iterations:.0f}" if iterations else ""
+        lines.append(f"| {budget} | {size}² | {tile} | {planned / 2**20:.0f} | {peak / 2**20:.0f} | "
+                     f"{peak / parse_bytes(budget):.2f} | {work:.2f} | {seconds:.0f} | {per} |")
     return "\n".join(lines)
 
 
@@ -233,7 +278,7 @@ def _tile_grams(extractor, image, tile_size: int, layers):
     import torch
 
     from impasto.engine.losses import gram
-    from impasto.engine.scale import PIXEL_SCALE
+    from impasto.engine.units import PIXEL_SCALE
 
     height, width = image.shape[-2:]
     out = {name: [] for name in layers}
@@ -412,7 +457,7 @@ def main() -> None:
     mem.add_argument("--iterations", type=int, default=2,
                      help="iterations at the print size, one scale (0: with --resume, the preview's "
                           "own coarse-to-fine schedule continued, as the shop makes a print)")
-    mem.add_argument("--budget", default="4GB")
+    mem.add_argument("--budgets", default="1.5GB,2GB,4GB", help="comma-separated")
     mem.add_argument("--resume", type=Path, help="continue this preview state (a print as the shop makes it)")
     peak = commands.add_parser("tile-peak", parents=[common])
     peak.add_argument("--shapes", default="1024x688,832x688,1024x1024", help="tile inner shapes, rows×cols")

@@ -5,7 +5,9 @@ and under ``TYPE_CHECKING`` included), so a rule breaks here and not in producti
 - ``impasto.service.core`` imports neither ``impasto.service.shop`` nor ``impasto.service.farm``;
 - ``impasto.service.farm`` never imports ``impasto.service.shop``;
 - a test module never imports another test module (shared helpers live in ``tests/support``,
-  fixtures in conftest.py files).
+  fixtures in conftest.py files);
+- no import cycle among the engine's modules: a lazy import does not hide one, since it
+  counts too (a cycle worked around that way is still a cycle).
 """
 
 from __future__ import annotations
@@ -89,3 +91,51 @@ def test_no_test_module_imports_another():
             if leaf.startswith("test_") or leaf == "conftest":
                 broken.append(f"{path.relative_to(TESTS)} imports {target}")
     assert broken == []
+
+
+ACYCLIC = ["impasto.engine"]   # packages whose modules import one another without a cycle
+
+
+def _module_graph(package: str) -> dict[str, set[str]]:
+    """Module → the modules of ``package`` it imports (a module's import of its own parent
+    packages is Python's, not the module's, and left out)."""
+    graph = {}
+    for name, path in MODULES.items():
+        if not within(name, package):
+            continue
+        targets = {target for target in imported(path, name)
+                   if target in MODULES and target != name and within(target, package)}
+        graph[name] = {target for target in targets if not within(name, target)}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (its modules in order), or [] when there is none."""
+    state: dict[str, str] = {}   # "open" while on the path, "done" after
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":   # on the path: the path from it back to it
+                return [*path[path.index(target):], target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[node] = "done"
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+@pytest.mark.parametrize("package", ACYCLIC)
+def test_no_import_cycle(package):
+    graph = _module_graph(package)
+    assert {"impasto.engine.memory", "impasto.engine.params", "impasto.engine.tiling.budget"} <= set(graph)
+    assert " -> ".join(_cycle(graph)) == ""

@@ -13,7 +13,8 @@ The modules that raise them import them from here and keep their names
     ImpastoError
     ├── ImageError          unreadable, truncated, too small or too large image
     ├── ParamError          an option out of range or inconsistent with another (also a ValueError)
-    │   └── InvalidEmail    an address the shop will not send to            (service.shop.mail)
+    │   ├── InvalidEmail    an address the shop will not send to            (service.shop.mail)
+    │   └── BudgetTooSmall  a --memory-budget that cannot hold the render (``needed``: one that can)
     ├── WeightsError        perceptual-net weights missing, of the wrong shape, not downloadable
     ├── OutputError         the result cannot be written where asked
     ├── RenderDiverged      the loss became NaN or infinite (e.g. float16 overflow)
@@ -52,12 +53,12 @@ The modules that raise them import them from here and keep their names
 from __future__ import annotations
 
 __all__ = [
-    "CatalogError", "ConfigError", "CorruptImage", "FarmError", "FulfilmentError", "ImageError",
-    "ImpastoError", "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound", "LinkExpired",
-    "MailError", "NoSuchId", "NotFound", "NotReady", "OrderStatusError", "OutputError", "ParamError",
-    "PaymentError", "PortraitInUse", "RenderCancelled", "RenderDiverged", "SecurityError", "ShopError",
-    "StateError", "StorageError", "SuspiciousImage", "TooManyPixels", "TooManyRequests", "TooSmall",
-    "Unavailable", "UnsupportedFormat", "UploadError", "UploadTooLarge", "WebhookRejected",
+    "BudgetTooSmall", "CatalogError", "ConfigError", "CorruptImage", "FarmError", "FulfilmentError",
+    "ImageError", "ImpastoError", "InvalidEmail", "InvalidInput", "JobError", "KeyNotFound",
+    "LinkExpired", "MailError", "NoSuchId", "NotFound", "NotReady", "OrderStatusError", "OutputError",
+    "ParamError", "PaymentError", "PortraitInUse", "RenderCancelled", "RenderDiverged", "SecurityError",
+    "ShopError", "StateError", "StorageError", "SuspiciousImage", "TooManyPixels", "TooManyRequests",
+    "TooSmall", "Unavailable", "UnsupportedFormat", "UploadError", "UploadTooLarge", "WebhookRejected",
     "WeightsError",
 ]
 
@@ -144,6 +145,15 @@ class MailError(ImpastoError):
 
 class InvalidEmail(ParamError):
     """An email address the shop will not send to (answered with 422)."""
+
+
+class BudgetTooSmall(ParamError):
+    """A ``--memory-budget`` that cannot hold the render at all, found before it starts;
+    ``needed`` is the smallest budget that would (bytes)."""
+
+    def __init__(self, message: str, *, needed: int):
+        super().__init__(message)
+        self.needed = needed
 
 
 class SecurityError(ImpastoError):

@@ -330,7 +330,7 @@ def test_render_with_tile_size_follows_the_whole_image_render():
 # --- memory at print size (issue 3) ---------------------------------------------------------
 
 def test_striped_tv_is_the_whole_image_tv(monkeypatch):
-    from impasto.engine import tiling
+    from impasto.engine.tiling import objective as tiling
     from impasto.engine.losses import tv_loss
 
     monkeypatch.setattr(tiling, "TV_STRIPE_VALUES", 3 * 37 * 5)   # 5 rows a stripe, a short last one

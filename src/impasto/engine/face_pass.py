@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from impasto.engine.features import VGGFeatures
 from impasto.engine.masks import Guide, at_size
 from impasto.engine.params import RenderParams
-from impasto.engine.scale import PIXEL_SCALE, Callback, Progress, render_scale
+from impasto.engine.scale import Callback, Progress, render_scale
+from impasto.engine.units import PIXEL_SCALE
 
 log = logging.getLogger(__name__)
 

@@ -1,68 +1,76 @@
-"""``--memory-budget``: how a render fits in a given amount of memory — the process's RSS.
+"""``--memory-budget``: how a render fits in a given amount of memory — the process's RSS
+(on CUDA: the device's caching allocator, its reserve included).
 
-A scale needs, besides the process itself (Python, torch, the VGG weights):
+The plan starts from what the process holds when the scale begins, **measured**
+(``resident.baseline_bytes``: Python, torch, the weights, the photo and styles as loaded,
+the previous scale's image), and adds what the scale will allocate, phase by phase — the
+peak is the largest phase, not their sum:
 
-- **full-size buffers**, each 3·H·W float32 (201 MB at 4096²): the photo (or the previous
-  scale's image) at this size; under a budget the lean L-BFGS (``lbfgs.py``) holds the image,
-  its gradient and the previous gradient — torch's optimiser held five to seven;
-- **portrait and region masks** (``guide_bytes``), when a face or a region mask guides
-  the render: one plane per face mask and region at the scale's size, and one per layer;
-- **content targets** at relu4_2: 512·(H/8)·(W/8) values, kept in float16 when tiled
-  under a budget (268 MB at 4096² instead of 537);
-- **the L-BFGS history**: one (s, y) pair per remembered step, in float16 under a budget
-  (one image-sized float32 vector a step). It is never longer than the scale's iterations
-  can fill (a pair from the third evaluation on), and shortened to at most
-  ``HISTORY_SHARE`` of what the rest leaves when the full history would not fit — L-BFGS
-  works with a few steps of history, only less well;
-- **one tile's activations** for forward and backward (``tiling.estimate_window_bytes`` of
-  the plan's largest window: a border tile has one halo less than an interior one):
-  the tile gets whatever is left, as a rectangle if that covers the image with less compute
-  than a square (``tiling.tile_shape_for_budget``), so a print uses its budget and is not
-  slower than it must be (large tiles waste less on halos), and memory stays flat as the
-  print grows — only the tile shrinks.
+- **set-up**: the photo and each style image at this scale's size (3·H·W float32 each, 201 MB
+  at 4096²), the content targets (relu4_2: 512·(H/8)·(W/8) values, float16 when tiled under a
+  budget: 268 MB at 4096²), the masks of a portrait or of region styles (``guide_bytes``),
+  and one tile's forward without grad (``FORWARD_SHARE`` of its forward and backward);
+- **the start image**: the photo, the start upsampled and the start in 0..255 units;
+- **an evaluation**: the lean L-BFGS's image, previous gradient and new gradient (Adam,
+  torch's: six such buffers), the last step waiting for its gradient change (a float16
+  image, from the third evaluation on), the stored history — one float16 (s, y) pair a step,
+  never more than the scale's evaluations can fill (N evaluations store N − 2) and at most
+  ``HISTORY_SHARE`` of what is left when all of it would not fit — the targets and masks,
+  and the larger of one tile's forward and backward (``tiling.estimate_window_bytes`` of the
+  plan's largest window) and the striped TV loss's temporaries (``TV_STRIPES`` stripes).
 
-These are estimates from layer shapes and measured factors, not measurements; ``SAFETY``
-leaves room for the allocator. ``bench/prints.py memory`` checks them (docs/benchmarks.md).
-The style images at full size are a set-up cost (their Grams are taken, then they are
-freed) and fit in what the optimiser takes later.
+The tile gets what the largest phase leaves, as a rectangle where that covers the image
+with less compute (``tiling.tile_shape_for_budget``), never smaller than ``MIN_TILE_HALOS``
+halos a side (below that most of the work would be halo). A budget that cannot hold the
+smallest tile is a ``BudgetTooSmall`` naming the smallest budget that can, raised before
+anything renders (``multiscale.render`` checks every scale first). Each term was found by
+measurement (``bench/phases.py``: VmHWM per phase, reset between them); ``SAFETY``
+leaves the rest of the budget to page granularity and what malloc keeps.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from impasto.engine.masks import DETAIL_LAYERS
 from impasto.engine.params import RenderParams
-from impasto.engine.tiling import TileSize, estimate_window_bytes, model_geometry, tile_shape_for_budget
-from impasto.errors import ParamError
+from impasto.engine import resident
+from impasto.engine.tiling import (
+    TileSize,
+    estimate_window_bytes,
+    largest_window,
+    needs_tiles,
+    plan_tiles,
+    model_geometry,
+    tile_shape_for_budget,
+)
+from impasto.engine.tiling.objective import TV_STRIPE_VALUES
+from impasto.engine.units import parse_bytes
+from impasto.errors import BudgetTooSmall
 
 log = logging.getLogger(__name__)
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-PROCESS_BYTES = 256 * 2**20   # Python, torch and impasto loaded (measured VmRSS: ~230 MiB)
-WEIGHTS_BYTES = 80 * 2**20    # VGG conv weights in float32, with slack
 MIN_HISTORY = 5               # below this L-BFGS is hardly better than gradient descent
 HISTORY_SHARE = 0.5           # at most this part of what is left goes to a shortened history
-SAFETY = 0.95                 # plan within this part of the budget: allocator slack
-UNACCOUNTED = 2               # image-sized buffers a print holds beyond those named below
+SAFETY = 0.95                 # plan within this part of the budget: pages, malloc's own keep
+# A forward without grad (the targets, the style pass) peaks at this part of the window's
+# forward-and-backward estimate: measured 0.48–0.50 (576² windows, bench/phases.py).
+FORWARD_SHARE = 0.55
+# The striped TV loss (tiling.objective._tv_into) holds about five stripes' temporaries:
+# measured 84 MiB above the image and gradient for 16 MiB stripes.
+TV_STRIPES = 6
+# oneDNN keeps the kernels it made for each input shape it has seen: measured 1.6–1.7 MiB
+# per new window shape after the first pass (whose one-time cost scale.warm_up puts in
+# the baseline); a plan's tiles come in a few shapes (interior, border, corner).
+SHAPE_BYTES = 2 * 2**20
+WHOLE_TV_BUFFERS = 4          # torch's TV loss on a whole image: its differences and squares
+MIN_TILE_HALOS = 2            # the smallest tile side the planner offers, in halos
 LEAN_HISTORY_DTYPE = torch.float16
 LEAN_TARGET_DTYPE = torch.float16
-
-
-def parse_bytes(text: str) -> int:
-    """``"4GB"``, ``"512 MiB"``, ``"2g"`` → bytes (binary units: a GB here is 2³⁰ bytes)."""
-    match = _SIZE.match(text)
-    if not match or match[2].lower() not in _UNITS:
-        raise ParamError(f"memory budget {text!r}: use a number with B, KB, MB, GB or TB, e.g. 4GB")
-    value = float(match[1]) * _UNITS[match[2].lower()]
-    if value <= 0:
-        raise ParamError(f"memory budget {text!r} must be positive")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -72,56 +80,178 @@ class MemoryPlan:
     lean: bool = False                          # the memory-lean L-BFGS (lbfgs.minimize)
     history_dtype: torch.dtype | None = None    # its history storage (None: the image's)
     target_dtype: torch.dtype | None = None     # tiled content targets (None: the features')
+    peak_bytes: int = 0                         # the plan's peak: baseline and largest phase
+    baseline_bytes: int = 0                     # what the process held when it was planned
 
 
-def plan_memory(params: RenderParams, height: int, width: int, guide=None) -> MemoryPlan:
-    """Tile size, L-BFGS history and storage for a ``height``×``width`` scale in the budget
-    (``guide``: the scale's masks.Guide, whose masks count too)."""
+@dataclass(frozen=True)
+class Phases:
+    """Bytes a scale allocates above its baseline in each phase, a tile's activations apart."""
+
+    setup: int      # + FORWARD_SHARE × the window
+    start: int
+    evaluate: int   # + the larger of the window and the TV stripes
+
+    def peak(self, window: int, tv: int) -> int:
+        return max(self.setup + int(FORWARD_SHARE * window), self.start, self.evaluate + max(window, tv))
+
+    def window_room(self, room: int, tv: int) -> int:
+        """The largest window estimate whose peak fits in ``room`` (negative: none)."""
+        if room < max(self.start, self.evaluate + tv):
+            return -1
+        return min(room - self.evaluate, int((room - self.setup) / FORWARD_SHARE))
+
+
+def plan_memory(params: RenderParams, height: int, width: int, guide=None, *, baseline: int | None = None,
+                styles: Sequence[tuple[int, int]] | None = None, device: torch.device | str = "cpu"
+                ) -> MemoryPlan:
+    """Tile size, L-BFGS history and storage for a ``height``×``width`` scale in the budget.
+
+    ``guide``: the scale's masks.Guide (its masks count); ``styles``: the style images'
+    (rows, cols) at this scale (default: one of the content's size); ``baseline``: what the
+    process holds already (default: measured now on ``device``). A budget that cannot hold
+    the scale is a ``BudgetTooSmall`` naming the smallest that can."""
     if not params.memory_budget:
         return MemoryPlan(params.tile_size, params.lbfgs_num_correction)
-    budget = parse_bytes(params.memory_budget)
-    usable = int(budget * SAFETY)
-    layers = [*params.content_layers, *params.style_layers]
-    pixels = 3 * height * width * 4
+    baseline = resident.baseline_bytes(device) if baseline is None else baseline
+    styles = [(height, width)] if styles is None else list(styles)
+    plan = _plan(params, height, width, guide, styles, baseline, parse_bytes(params.memory_budget))
+    if plan is None:
+        needed = smallest_budget(params, height, width, guide, baseline=baseline, styles=styles)
+        raise BudgetTooSmall(
+            f"a {width}×{height} render needs --memory-budget {format_budget(needed)} or more "
+            f"(this process holds {_mib(baseline)} before it starts); {params.memory_budget} cannot hold it",
+            needed=needed)
+    return plan
+
+
+def _plan(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]],
+          baseline: int, budget: int) -> MemoryPlan | None:
+    """``plan_memory`` in ``budget`` bytes, or None if they cannot hold the scale."""
+    room = int(budget * SAFETY) - baseline
     lbfgs = params.optimizer == "lbfgs"
-    # the photo or previous scale at this size; lean L-BFGS: image, gradient, previous
-    # gradient; Adam (torch's): image, gradient, its autograd copy, two moments, a temporary;
-    # and UNACCOUNTED more: a 4096² print in 4 GB peaked 368 MiB (≈ 2 such buffers) above
-    # its plan, whose tile estimate is measured — found, not yet explained (docs/benchmarks.md)
-    buffers = pixels * (1 + (3 if lbfgs else 6) + UNACCOUNTED)
-    # style masks in float16 when tiled (tiling.build_tiled_objective), float32 whole
-    masks_tiled = guide_bytes(params, guide, height, width, mask_bytes=2)
-    fixed = (PROCESS_BYTES + WEIGHTS_BYTES + buffers + full_size_bytes(params, height, width, tiled=True)
-             + masks_tiled)
-    step = pixels if lbfgs else 0          # an (s, y) pair in float16
-    history = _history(params, usable - fixed, step, width, height) if lbfgs else 0
-    left = usable - fixed - history * step
-    whole = estimate_window_bytes(height, width, layers, model=params.model)
-    lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None}
-    # whole image: content targets in float32, counted above in float16
-    if whole + full_size_bytes(params, height, width, tiled=True) + guide_bytes(params, guide, height, width) - masks_tiled <= left:
-        return MemoryPlan(params.tile_size, max(history, 1), **lean,
+    lean = {"lean": lbfgs, "history_dtype": LEAN_HISTORY_DTYPE if lbfgs else None, "baseline_bytes": baseline}
+    history = min(params.lbfgs_num_correction, max(1, params.num_iterations - 2))
+    if lbfgs:
+        bare = _phases(params, height, width, guide, styles, tiled=True, history=0)
+        history = _history(params, room - bare.evaluate, _pair_bytes(height, width), history)
+        if history is None:
+            return None
+    whole = _phases(params, height, width, guide, styles, tiled=False, history=history)
+    whole_peak = SHAPE_BYTES + whole.peak(_whole_window(params, height, width), 0)
+    if whole_peak <= room:
+        return MemoryPlan(params.tile_size, history, **lean, peak_bytes=baseline + whole_peak,
                           target_dtype=LEAN_TARGET_DTYPE if params.tile_size else None)
-    if left <= 0:
-        raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
-                         f"memory budget for its buffers alone; raise --memory-budget")
-    tile = tile_shape_for_budget(height, width, left, layers, model=params.model, max_side=params.tile_size)
-    return MemoryPlan(tile, max(history, 1), **lean, target_dtype=LEAN_TARGET_DTYPE)
+    phases = _phases(params, height, width, guide, styles, tiled=True, history=history)
+    tv, shapes = _tv(params, height, width), 0
+    for _ in range(2):   # the kernels' shapes are known once the tile is: plan again with them
+        tile = _tile(params, height, width, phases.window_room(room - shapes, tv))
+        if tile is None:
+            return None
+        shapes = _shape_bytes(params, height, width, tile)
+        peak = shapes + phases.peak(_window_bytes(params, height, width, tile), tv)
+        if peak <= room:
+            return MemoryPlan(tile, history, **lean, target_dtype=LEAN_TARGET_DTYPE, peak_bytes=baseline + peak)
+    return None
 
 
-def _history(params: RenderParams, room: int, step: int, width: int, height: int) -> int:
+def _phases(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]], *,
+            tiled: bool, history: int) -> Phases:
+    """Each phase's bytes but the tile's (module docstring), ``history`` pairs stored."""
+    image = 3 * height * width * 4
+    # style masks in float16 when tiled (tiling.build_tiled_objective), float32 whole
+    held = full_size_bytes(params, height, width, tiled=tiled) + guide_bytes(
+        params, guide, height, width, mask_bytes=2 if tiled else 4)
+    style_images = sum(3 * rows * cols * 4 for rows, cols in styles)
+    if params.optimizer == "lbfgs":
+        # image, previous and new gradient; the last step (float16) from the third evaluation
+        stored = min(history, max(0, params.num_iterations - 2))
+        optimiser = 3 * image + (image // 2 if params.num_iterations >= 3 else 0) + stored * _pair_bytes(height, width)
+    else:
+        optimiser = 6 * image   # image, its grad, two moments, the tiled gradient and its product
+    photo = image if params.original_colors else 0
+    return Phases(setup=image + style_images + held, start=3 * image + held,
+                  evaluate=optimiser + photo + held)
+
+
+def _pair_bytes(height: int, width: int) -> int:
+    return 3 * height * width * 4   # an (s, y) pair in float16: one float32 image
+
+
+def _tv(params: RenderParams, height: int, width: int) -> int:
+    """The striped TV loss's temporaries: ``TV_STRIPES`` stripes of float32 rows."""
+    rows = min(height, max(1, TV_STRIPE_VALUES // (3 * width)) + 1)
+    return TV_STRIPES * 3 * rows * width * 4 if params.tv_weight else 0
+
+
+def _whole_window(params: RenderParams, height: int, width: int) -> int:
+    """One whole-image forward and backward, with torch's TV loss beside it."""
+    layers = [*params.content_layers, *params.style_layers]
+    tv = WHOLE_TV_BUFFERS * 3 * height * width * 4 if params.tv_weight else 0
+    return estimate_window_bytes(height, width, layers, model=params.model) + tv
+
+
+def _window_bytes(params: RenderParams, height: int, width: int, tile: TileSize) -> int:
+    layers = [*params.content_layers, *params.style_layers]
+    window = largest_window(height, width, tile, model_geometry(params.model, layers))
+    return estimate_window_bytes(*window, layers, model=params.model)
+
+
+def _shape_bytes(params: RenderParams, height: int, width: int, tile: TileSize) -> int:
+    """oneDNN's kernels for the plan's window shapes (``SHAPE_BYTES`` each)."""
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    windows = {(t.rows.hi - t.rows.lo, t.cols.hi - t.cols.lo) for t in plan_tiles(height, width, tile, geometry)}
+    return SHAPE_BYTES * len(windows)
+
+
+def min_tile_side(params: RenderParams) -> int:
+    """The smallest tile side the planner offers: ``MIN_TILE_HALOS`` halos, aligned."""
+    geometry = model_geometry(params.model, [*params.content_layers, *params.style_layers])
+    return max(geometry.align, math.ceil(MIN_TILE_HALOS * geometry.halo / geometry.align) * geometry.align)
+
+
+def _tile(params: RenderParams, height: int, width: int, window_room: int) -> tuple[int, int] | None:
+    """The tile for ``window_room`` bytes of activations, or None if the smallest won't fit."""
+    smallest = min_tile_side(params)
+    if window_room <= 0 or _window_bytes(params, height, width, smallest) > window_room:
+        return None
+    layers = [*params.content_layers, *params.style_layers]
+    # the cheapest cover within the room: no cheaper than the smallest tile, so never a sliver
+    tile = tile_shape_for_budget(height, width, window_room, layers, model=params.model, max_side=params.tile_size)
+    if not needs_tiles(height, width, tile):   # one tile is the whole-image objective, which did not fit
+        longest = max(height, width) - 1
+        tile = tile_shape_for_budget(height, width, window_room, layers, model=params.model,
+                                     max_side=min(params.tile_size or longest, longest))
+    return tile
+
+
+def _history(params: RenderParams, room: int, step: int, wanted: int) -> int | None:
     """Steps of L-BFGS history: as asked, never more than the scale can fill, and at most
-    ``HISTORY_SHARE`` of ``room`` when all of it would not fit."""
-    wanted = min(params.lbfgs_num_correction, max(1, params.num_iterations - 2))
+    ``HISTORY_SHARE`` of ``room`` when all of it would not fit (None: not even a few)."""
+    stored = max(0, params.num_iterations - 2)   # pairs the scale can fill
+    if min(wanted, stored) == 0:
+        return wanted
     affordable = int(max(room, 0) * HISTORY_SHARE // step)
-    if affordable >= wanted:
+    if affordable >= min(wanted, stored):
         return wanted
     if affordable < min(MIN_HISTORY, wanted):
-        raise ParamError(f"a {width}×{height} render needs more than the {params.memory_budget} "
-                         f"memory budget (L-BFGS alone: {_mib(min(MIN_HISTORY, wanted) * step)}); "
-                         "raise --memory-budget or use --optimizer adam")
+        return None
     log.info("L-BFGS history shortened to %d steps to fit %s", affordable, params.memory_budget)
     return affordable
+
+
+def smallest_budget(params: RenderParams, height: int, width: int, guide=None, *, baseline: int,
+                    styles: Sequence[tuple[int, int]] | None = None) -> int:
+    """The smallest budget, in tenths of a GiB, that ``plan_memory`` accepts for the scale."""
+    styles = [(height, width)] if styles is None else list(styles)
+    tenths = math.ceil(baseline / SAFETY * 10 / 2**30)   # below it not even the process fits
+    while _plan(params, height, width, guide, styles, baseline, tenths * 2**30 // 10) is None:
+        tenths += 1   # a plan's need grows smoothly: a few steps from the process's own size
+    return tenths * 2**30 // 10
+
+
+def format_budget(value: int) -> str:
+    return f"{value / 2**30:.1f}GB"
 
 
 def guide_bytes(params: RenderParams, guide, height: int, width: int, *, mask_bytes: int = 4) -> int:

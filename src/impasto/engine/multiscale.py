@@ -22,8 +22,19 @@ from impasto.engine.features import VGGFeatures
 from impasto.engine.masks import Guide, guide_for
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
 from impasto.engine.prints import crop_to_aspect, print_pixels
-from impasto.engine.scale import Callback, Progress, check_styles, extractor_for, render_scale
-from impasto.errors import ParamError
+from impasto.engine import resident
+from impasto.engine.scale import (
+    Callback,
+    Progress,
+    check_styles,
+    extractor_for,
+    fitted_size,
+    plan_scale,
+    render_scale,
+    resolve_device,
+    warm_up,
+)
+from impasto.errors import BudgetTooSmall, ParamError
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +139,18 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
 
         init_image = quick_start(content, styles, params, likeness=getattr(guide, "likeness", None))
     extractor = extractor if extractor is not None else extractor_for(params)
+    if params.memory_budget:
+        # the face pass needs no look-ahead: its canvas has at most the last scale's pixels
+        # (face_pass.MAX_CANVAS_SHARE) and is planned under the same budget when it runs
+        warm_up(extractor)
+        check_budget(content, styles, params, plan, guide)
     faces = face_pass.planned(guide, params, output_size(content, params.image_size))
     passes = [Scale(max(face.canvas), face_pass.pass_iterations(params)) for face in faces]
     total = sum(scale.iterations for scale in plan + passes)
     done, image, started = 0, init_image, time.perf_counter()
     work = _Work(plan + passes)
     for index, scale in enumerate(plan):
-        stage = params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
-                                          "content_weight": content_weight_at(params, scale.size),
-                                          # colours are restored once, at the end
-                                          "original_colors": params.original_colors and index == len(plan) - 1})
+        stage = _stage(params, plan, index)
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, work),
                              init_image=image, extractor=extractor, guide=guide, preview=resume)
         done += scale.iterations
@@ -152,6 +165,34 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
         if on_scale is not None:
             on_scale(params.image_size, image)
     return image
+
+
+def _stage(params: RenderParams, plan: list[Scale], index: int) -> RenderParams:
+    """The options of scale ``index`` of ``plan``."""
+    scale = plan[index]
+    return params.model_copy(update={"image_size": scale.size, "num_iterations": scale.iterations,
+                                     "content_weight": content_weight_at(params, scale.size),
+                                     # colours are restored once, at the end
+                                     "original_colors": params.original_colors and index == len(plan) - 1})
+
+
+def check_budget(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,
+                 plan: list[Scale], guide: Guide | None = None) -> None:
+    """Plan every scale's memory before the first renders, from what the process holds now
+    (weights loaded) and the previous scale's image each one carries: a budget too small for
+    any fails here — hours before that scale would have started — naming the smallest budget
+    that holds them all."""
+    baseline = resident.baseline_bytes(resolve_device(params.device))
+    worst, carried = None, 0
+    for index, scale in enumerate(plan):
+        try:
+            plan_scale(_stage(params, plan, index), content.shape, [s.shape for s in styles], guide,
+                       baseline=baseline + carried)
+        except BudgetTooSmall as exc:
+            worst = exc if worst is None or exc.needed > worst.needed else worst
+        carried = 3 * 4 * math.prod(fitted_size(*content.shape[-2:], scale.size))   # float32 RGB
+    if worst is not None:
+        raise worst
 
 
 def _render_print(content: torch.Tensor, styles: Sequence[torch.Tensor], params: RenderParams,

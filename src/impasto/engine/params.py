@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from impasto.engine.prints import parse_print_size
+from impasto.engine.units import parse_bytes
 from impasto.errors import ParamError
 
 DEFAULT_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -137,8 +138,6 @@ class RenderParams(BaseModel):
     @classmethod
     def _sizes_parse(cls, value, info):
         if value is not None:
-            from impasto.engine.memory import parse_bytes  # memory.py imports this module
-
             (parse_bytes if info.field_name == "memory_budget" else parse_print_size)(value)
         return value
 

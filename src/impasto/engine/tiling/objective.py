@@ -17,193 +17,24 @@ Memory is bounded by one tile's activations, and there are no seams by construct
 gradient is the untiled one up to rounding. Compute is about 1.5× an untiled evaluation
 (an extra forward) plus the halo's share; with ``normalize_gradients`` one more forward
 gives each loss's global gradient L1 norm, as ``losses._NormalizeGradient`` needs.
-
-Halo and alignment. With 3×3 convs (padding 1) and 2×2/2 pools, a feature at layer L sees
-input pixels [q·s − r, q·s + s − 1 + r], where s = 2^(pools up to and including L) and
-r = Σ over the convs up to L of 2^(pools before that conv): a conv widens the window by one
-position of its own resolution on each side, a pool doubles s and leaves r. Tile corners
-are aligned to ``align`` = s of the deepest layer, so pooling windows coincide with the
-whole image's, and the halo is r rounded up to that alignment:
-``halo = ceil(r / align) · align`` (VGG-16: relu3_1 → r 10, halo 12; relu4_2 → r 34,
-halo 40; relu5_1 → r 58, halo 64). At the image border there is no halo: the convs' own
-zero padding is the whole image's padding there, and a tile ending at the border also
-floors its pools as the whole image does, since its start is aligned.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from impasto.engine.features import VGGFeatures, check_layers, layer_names
-from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
-from impasto.engine.weights import conv_shapes, model_spec
+from impasto.engine.features import VGGFeatures
+from impasto.engine.params import RenderParams
+from impasto.engine.targets import style_targets
+from impasto.engine.tiling.geometry import Tile, TileSize, check_size, extractor_geometry
+from impasto.engine.tiling.plan import plan_tiles
+from impasto.engine.units import PIXEL_SCALE
 from impasto.errors import ParamError
 
-PIXEL_SCALE = 255.0  # as render.PIXEL_SCALE; not imported, so render may import this module
-# Peak bytes of one tile's forward + backward per activation byte: conv backward keeps each
-# conv's input, max pooling its int64 indices, and backward allocates gradients as large as
-# the activations while the saved ones are alive. Measured on CPU through the tiled
-# objective's own gradient pass (VmHWM, float32, VGG-16, default layers, windows of
-# 640² to 1408×1152 px: `bench/prints.py tile-peak`): 1.98–2.05×.
-ACTIVATION_FACTOR = 2.1
 NORMALIZE_EPS = 1e-8  # as losses._NormalizeGradient
-
-
-class LayerInfo(NamedTuple):
-    name: str
-    channels: int
-    stride: int   # input pixels per position: 2^(pools up to and including this layer)
-    radius: int   # receptive-field reach beyond the position's own stride×stride block, px
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """What tiling needs to know about the layers used."""
-
-    layers: tuple[LayerInfo, ...]   # every layer the extractor runs, up to the deepest used
-    strides: dict[str, int]         # of the used layers
-    radius: int                     # of the deepest used layer
-    align: int                      # tile corners are multiples of this
-    halo: int                       # radius rounded up to ``align``
-
-
-def _walk(names: Sequence[str], conv_channels: dict[str, int], used: Iterable[str]) -> Geometry:
-    used = list(dict.fromkeys(used))
-    if not used:
-        raise ParamError("tiling needs at least one layer")
-    last = max(names.index(name) for name in used)
-    layers, stride, radius, channels = [], 1, 0, 3
-    for name in names[: last + 1]:
-        if name.startswith("conv"):
-            radius += stride
-            channels = conv_channels[name]
-        elif name.startswith("pool"):
-            stride *= 2
-        layers.append(LayerInfo(name, channels, stride, radius))
-    deepest = layers[-1]
-    halo = math.ceil(deepest.radius / deepest.stride) * deepest.stride
-    return Geometry(tuple(layers), {info.name: info.stride for info in layers if info.name in used},
-                    deepest.radius, deepest.stride, halo)
-
-
-def model_geometry(model: str, layers: Iterable[str]) -> Geometry:
-    """Halo, alignment and per-layer strides for ``layers`` of ``model`` (no weights loaded)."""
-    layers = list(layers)
-    check_layers(model, layers)
-    channels = {name: shape[0] for name, shape in conv_shapes(model_spec(model)).items()}
-    return _walk(layer_names(model), channels, layers)
-
-
-def extractor_geometry(extractor: VGGFeatures, layers: Iterable[str]) -> Geometry:
-    """As ``model_geometry``, read from a built extractor (any VGG it was built from)."""
-    layers = list(layers)
-    missing = [name for name in layers if name not in extractor.wanted]
-    if missing:
-        raise ParamError(f"the extractor does not return layer(s) {', '.join(missing)}")
-    channels = {name: op.out_channels for name, op in zip(extractor.names, extractor.ops)
-                if isinstance(op, nn.Conv2d)}
-    return _walk(extractor.names, channels, layers)
-
-
-@dataclass(frozen=True)
-class Span:
-    """One axis of a tile: the inner region [start, stop) within the window [lo, hi), px."""
-
-    start: int
-    stop: int
-    lo: int
-    hi: int
-
-    def local(self, stride: int) -> slice:
-        """The inner region at a layer of ``stride``, in the tile's own feature map."""
-        return slice((self.start - self.lo) // stride, (self.stop - self.lo) // stride)
-
-    def at(self, stride: int) -> slice:
-        """The inner region at a layer of ``stride``, in the whole image's feature map."""
-        return slice(self.start // stride, self.stop // stride)
-
-
-@dataclass(frozen=True)
-class Tile:
-    rows: Span
-    cols: Span
-
-    @property
-    def window(self) -> tuple[slice, slice]:
-        """The pixels this tile runs through the extractor (inner region and halo)."""
-        return slice(self.rows.lo, self.rows.hi), slice(self.cols.lo, self.cols.hi)
-
-    def local(self, stride: int) -> tuple[slice, slice]:
-        return self.rows.local(stride), self.cols.local(stride)
-
-    def at(self, stride: int) -> tuple[slice, slice]:
-        return self.rows.at(stride), self.cols.at(stride)
-
-
-def _split_axis(length: int, tile_size: int, align: int, halo: int) -> list[Span]:
-    """Aligned inner spans of at most ``tile_size`` covering [0, length), balanced in size.
-
-    The axis is cut into ``align``-px units (the last one may be partial) shared as evenly as
-    possible, so no tile is a sliver; only the last span ends off the alignment, at the border.
-    """
-    units, per_tile = math.ceil(length / align), tile_size // align
-    count = math.ceil(units / per_tile)
-    spans, start = [], 0
-    for index in range(count):
-        stop = min(length, start + align * (units // count + (index < units % count)))
-        spans.append(Span(start, stop, max(0, start - halo), min(length, stop + halo)))
-        start = stop
-    return spans
-
-
-TileSize = int | tuple[int, int]   # a square tile's inner side, or its (rows, cols), px
-
-
-def tile_shape(tile_size: TileSize) -> tuple[int, int]:
-    """(rows, cols) of a tile size given as one side or as a shape."""
-    return (tile_size, tile_size) if isinstance(tile_size, int) else (int(tile_size[0]), int(tile_size[1]))
-
-
-def format_tile(tile_size: TileSize) -> str:
-    rows, cols = tile_shape(tile_size)
-    return f"{rows}" if rows == cols else f"{rows}×{cols}"
-
-
-def needs_tiles(height: int, width: int, tile_size: TileSize) -> bool:
-    """Whether an image of ``height×width`` is larger than one tile (0: never tiled)."""
-    if not tile_size:
-        return False
-    rows, cols = tile_shape(tile_size)
-    return height > rows or width > cols
-
-
-def plan_tiles(height: int, width: int, tile_size: TileSize, geometry: Geometry) -> list[Tile]:
-    """Tiles whose inner regions partition a ``height×width`` image, row by row.
-
-    ``tile_size`` (the inner side, or (rows, cols), px) is rounded down to a multiple of
-    ``geometry.align``.
-    """
-    if height < 1 or width < 1:
-        raise ParamError(f"cannot tile an image of {height}×{width} px")
-    tile_rows, tile_cols = tile_shape(tile_size)
-    if min(tile_rows, tile_cols) < geometry.align:
-        raise ParamError(f"tile size {format_tile(tile_size)} px is below the {geometry.align} px "
-                         f"alignment of layer {geometry.layers[-1].name}")
-    rows = _split_axis(height, tile_rows, geometry.align, geometry.halo)
-    cols = _split_axis(width, tile_cols, geometry.align, geometry.halo)
-    return [Tile(r, c) for r in rows for c in cols]
-
-
-def _check_size(height: int, width: int, geometry: Geometry) -> None:
-    if height < geometry.align or width < geometry.align:
-        raise ParamError(f"an image of {height}×{width} px has no positions at layer "
-                         f"{geometry.layers[-1].name} (stride {geometry.align} px)")
 
 
 def _gram_sum(features: torch.Tensor) -> torch.Tensor:
@@ -219,7 +50,7 @@ def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequenc
     (stored in ``dtype`` if given: a whole-image buffer is never made in the features')."""
     geometry = extractor_geometry(extractor, layers)
     height, width = pixels.shape[-2:]
-    _check_size(height, width, geometry)
+    check_size(height, width, geometry)
     out: dict[str, torch.Tensor] = {}
     for tile in plan_tiles(height, width, tile_size, geometry):
         feats = extractor(pixels[(..., *tile.window)])
@@ -273,136 +104,11 @@ def tiled_grams(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[s
                 tile_size: TileSize) -> dict[str, torch.Tensor]:
     """``losses.gram`` of ``extractor(pixels)`` at ``layers``, accumulated over tiles."""
     geometry = extractor_geometry(extractor, layers)
-    _check_size(*pixels.shape[-2:], geometry)
+    check_size(*pixels.shape[-2:], geometry)
     tiles = plan_tiles(*pixels.shape[-2:], tile_size, geometry)
     return {name: total[0] / count[0]
             for name, (total, count) in _gram_sums(extractor, pixels, layers, tiles, geometry).items()}
 
-
-def estimate_window_bytes(rows: int, cols: int, layers: Iterable[str], *, model: str = "vgg16",
-                          bytes_per_value: int = 4) -> int:
-    """Memory of a forward and backward through a ``rows``×``cols`` window (halos included).
-
-    Σ over every layer run (convs, ReLUs kept apart from their conv, pools) of
-    C·h·w·bytes, times ``ACTIVATION_FACTOR``. Weights, the full-image buffers and
-    allocator slack come on top.
-    """
-    geometry = model_geometry(model, layers)
-    values = 3 * rows * cols
-    for info in geometry.layers:
-        if info.name.startswith("relu") and info.name.replace("relu", "conv") not in geometry.strides:
-            continue  # in place on its conv's output (features.VGGFeatures)
-        values += info.channels * (rows // info.stride) * (cols // info.stride)
-    return int(values * bytes_per_value * ACTIVATION_FACTOR)
-
-
-def estimate_tile_bytes(tile_size: TileSize, layers: Iterable[str], *, model: str = "vgg16",
-                        bytes_per_value: int = 4) -> int:
-    """``estimate_window_bytes`` of an interior tile of ``tile_size`` (side or shape): its
-    inner region with a halo on both sides — the most any tile of that size can need."""
-    halo = model_geometry(model, layers).halo
-    rows, cols = (side + 2 * halo for side in tile_shape(tile_size))
-    return estimate_window_bytes(rows, cols, layers, model=model, bytes_per_value=bytes_per_value)
-
-
-def largest_window(height: int, width: int, tile_size: TileSize, geometry: Geometry) -> tuple[int, int]:
-    """(rows, cols) of the largest window ``plan_tiles`` makes: a border tile has a halo on
-    its inner side only and a lone tile none, so two tiles a side need less than interior ones."""
-    if not needs_tiles(height, width, tile_size):
-        return height, width
-    tile_rows, tile_cols = tile_shape(tile_size)
-    return (_axis(height, tile_rows // geometry.align, geometry)[1],
-            _axis(width, tile_cols // geometry.align, geometry)[1])
-
-
-def _axis(length: int, per_tile: int, geometry: Geometry) -> tuple[int, int, int]:
-    """For an axis cut as ``_split_axis`` cuts it: the tile count, the largest window and
-    all windows' sum — computed, not listed (the planner asks for thousands of cuts)."""
-    align, halo = geometry.align, geometry.halo
-    units = math.ceil(length / align)
-    count = math.ceil(units / per_tile)
-    if count == 1:
-        return 1, length, length
-    base, extra = divmod(units, count)      # the first ``extra`` spans get one more unit
-    first = (base + (extra > 0)) * align + halo
-    middle = (base + (extra > 1)) * align + 2 * halo if count > 2 else 0
-    last = length - align * ((count - 1) * base + min(extra, count - 1)) + halo
-    return count, min(length, max(first, middle, last)), length + 2 * halo * (count - 1)
-
-
-def tile_size_for_budget(budget_bytes: int, layers: Iterable[str], *, model: str = "vgg16",
-                         bytes_per_value: int = 4) -> int:
-    """The largest aligned tile side whose ``estimate_tile_bytes`` fits ``budget_bytes``."""
-    layers = list(layers)
-    if not budget_bytes > 0:
-        raise ParamError(f"memory budget must be positive, got {budget_bytes}")
-    align = model_geometry(model, layers).align
-
-    def fits(units: int) -> bool:
-        return estimate_tile_bytes(units * align, layers, model=model,
-                                   bytes_per_value=bytes_per_value) <= budget_bytes
-
-    if not fits(1):
-        need = estimate_tile_bytes(align, layers, model=model, bytes_per_value=bytes_per_value)
-        raise ParamError(f"memory budget of {budget_bytes / 2**20:.1f} MiB is below the "
-                         f"{need / 2**20:.1f} MiB one {align} px tile needs")
-    low, high = 1, math.ceil(MAX_IMAGE_SIZE / align)  # fits(low); the estimate grows with the side
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle - 1)
-    return low * align
-
-
-def tile_shape_for_budget(height: int, width: int, budget_bytes: int, layers: Iterable[str], *,
-                          model: str = "vgg16", max_side: int = 0) -> tuple[int, int]:
-    """The (rows, cols) tile that covers a ``height×width`` image at the least compute
-    within ``budget_bytes`` (and ``max_side``, if given).
-
-    Compute grows with the pixels run through VGG — the inner regions plus every tile's
-    halo — so fewer, larger tiles are cheaper. A square tile would be cut down to share
-    the image evenly (976 px fits but a 1024² image then takes four 512² tiles); letting
-    the tile be a rectangle — one band of 1024×512 tiles there — uses the budget the
-    square leaves idle. Memory is that of the plan's largest window (``largest_window``):
-    with two tiles a side, both are border tiles, a halo short of an interior one.
-    """
-    layers = list(layers)
-    geometry = model_geometry(model, layers)
-    align = geometry.align
-    row_units, col_units = math.ceil(height / align), math.ceil(width / align)
-    limit = (max_side // align) if max_side else max(row_units, col_units)
-    best = None
-    for row_count in range(1, row_units + 1):
-        rows = math.ceil(row_units / row_count)          # units per tile, balanced
-        if rows > limit or math.ceil(row_units / rows) != row_count:   # over the cap, or a count seen
-            continue
-        _, row_window, row_sum = _axis(height, rows, geometry)
-        cols = _widest_fitting(row_window, width, min(col_units, limit), budget_bytes, layers, model, geometry)
-        if not cols:
-            continue
-        col_count, _, col_sum = _axis(width, cols, geometry)
-        cols = math.ceil(col_units / col_count)          # balanced, as plan_tiles splits
-        cost = row_sum * col_sum
-        if best is None or (cost, row_count * col_count) < best[0]:
-            best = ((cost, row_count * col_count), (rows * align, cols * align))
-    if best is None:
-        side = tile_size_for_budget(budget_bytes, layers, model=model)  # raises: not even one unit fits
-        return side, side
-    return best[1]
-
-
-def _widest_fitting(row_window: int, width: int, most: int, budget_bytes: int, layers: list[str],
-                    model: str, geometry: Geometry) -> int:
-    """Largest tile width in ``align`` units (≤ ``most``) whose largest window fits beside
-    ``row_window`` rows; 0 if none does."""
-    def fits(units: int) -> bool:
-        window = _axis(width, units, geometry)[1]
-        return estimate_window_bytes(row_window, window, layers, model=model) <= budget_bytes
-
-    low, high = 0, most
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle - 1)
-    return low
 
 
 def _style_feature_grad(crop: torch.Tensor, dgram: torch.Tensor, count: torch.Tensor,
@@ -499,7 +205,7 @@ class TiledObjective(nn.Module):
         return self._tiles[key]
 
     def _check_shape(self, height: int, width: int) -> None:
-        _check_size(height, width, self.geometry)
+        check_size(height, width, self.geometry)
         for name, target in self.content_targets.items():
             stride = self.geometry.strides[name]
             if tuple(target.shape[-2:]) != (height // stride, width // stride):
@@ -630,12 +336,7 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
                                      tile_size=tile_size, dtype=target_dtype)
     per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
                  for style in styles]
-    if guide is not None and guide.regions is not None:
-        style_grams = {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
-    else:
-        blend = params.blend_weights(len(styles))
-        style_grams = {name: sum(w * grams[name] for w, grams in zip(blend, per_style))
-                       for name in params.style_layers}
+    style_grams = style_targets(per_style, params, regions=guide is not None and guide.regions is not None)
     style_weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
     content_weights = style_masks = region_weights = None
     if guide is not None:
