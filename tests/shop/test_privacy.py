@@ -6,15 +6,15 @@ from sqlalchemy import select
 
 from impasto.service.core import orders
 from impasto.service.core.models import JobKind, Order, OrderStatus, Portrait
-from support.shop import CSRF, count_rows, csrf_token, finish_jobs, new_portrait, nothing_stored, stored_files
+from support.shop import CSRF, FORM_ADDRESS, count_rows, csrf_token, finish_jobs, new_portrait, nothing_stored, stored_files
 
 
 def order_print(client, shop, portrait: dict) -> str:
     token = csrf_token(client)
     preview = portrait["previews"][0]["id"]
     response = client.post(f"/portraits/{portrait['id']}/orders", data={
-        "csrf_token": token, "preview_id": str(preview), "print_size": "1x1in",
-        "shipping_name": "Ada Lovelace", "shipping_address": "1 Analytical Way\nLondon"}, follow_redirects=False)
+        "csrf_token": token, "preview_id": str(preview), "print_size": "1x1in", **FORM_ADDRESS},
+        follow_redirects=False)
     assert response.status_code == 303, response.text
     return response.headers["location"].rsplit("/", 1)[1]
 

@@ -26,18 +26,17 @@ from impasto.service.core.models import Email, EmailStatus, Job, JobKind, Order,
 from impasto.service.core.orders import ORDER_TRANSITIONS, set_order_status
 from impasto.service.core.untrusted import parse_id
 from impasto.service.shop import flows, fulfilment, security
-from impasto.service.shop.routes.web import (
+from impasto.service.shop.deps import (
     DB,
     Admin,
     admin_cookie,
     admin_session_id,
     check_csrf,
-    http_status,
-    render,
     shop_of,
     sign_in_failed,
     sign_in_wait,
 )
+from impasto.service.shop.routes.web import http_status, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)

@@ -27,7 +27,7 @@ from impasto.service.shop.routes.schemas import (
     StyleOut,
     preset_options,
 )
-from impasto.service.shop.routes.web import DB, client_ip, shop_of
+from impasto.service.shop.deps import DB, client_ip, shop_of
 
 router = APIRouter(prefix="/api/v1")
 

@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from impasto.errors import ImpastoError
 from impasto.service.core.untrusted import parse_id
 from impasto.service.shop import flows
-from impasto.service.shop.routes.web import DB, check_csrf, client_ip, http_status, render, shop_of
+from impasto.service.shop.deps import DB, check_csrf, client_ip, shop_of
+from impasto.service.shop.routes.web import http_status, render
 
 router = APIRouter(include_in_schema=False)
 

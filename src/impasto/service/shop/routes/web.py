@@ -23,20 +23,7 @@ from impasto import errors
 from impasto.errors import ImpastoError
 from impasto.service.shop import security
 
-# The routes written before shop/deps.py import these from here: kept until they move.
-from impasto.service.shop.deps import (  # noqa: F401
-    DB,
-    Admin,
-    admin_binding,
-    admin_cookie,
-    admin_session_id,
-    check_csrf,
-    client_ip,
-    shop_of,
-    sign_in_failed,
-    sign_in_wait,
-    wants_html,
-)
+from impasto.service.shop.deps import admin_binding, shop_of, wants_html
 
 if TYPE_CHECKING:
     from impasto.service.shop.app import Shop

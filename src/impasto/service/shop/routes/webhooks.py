@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from impasto.errors import WebhookRejected
 from impasto.service.shop.payments import handle_stripe_webhook
-from impasto.service.shop.routes.web import shop_of
+from impasto.service.shop.deps import shop_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", include_in_schema=False)
