@@ -69,12 +69,17 @@ def mode_params(base: RenderParams, mode: str) -> RenderParams:
     return base.model_copy(update=update)
 
 
+def folder_name(mode: str) -> str:
+    """A mode as a folder's name: ``auto@0.5/192`` → ``auto@0.5-face192``."""
+    return mode.replace("/", "-face")
+
+
 def render_all(args: argparse.Namespace) -> None:
     base = RenderParams(image_size=args.image_size, num_iterations=args.iterations, print_iter=0,
                         portrait_strength=args.strength)
     extractor = None
     for mode in args.modes:
-        folder = args.out / str(args.image_size) / f"{args.tag}-{mode}"
+        folder = args.out / str(args.image_size) / f"{args.tag}-{folder_name(mode)}"
         folder.mkdir(parents=True, exist_ok=True)
         for portrait in args.portraits:
             photo = imaging.load(SHARED / "images" / "content" / portrait)
@@ -175,12 +180,16 @@ def sheet(args: argparse.Namespace, tile: int = 220) -> Image.Image:
     for index, (portrait, style) in enumerate(pairs):
         top = header + index * tile
         name = f"{Path(portrait).stem}-{Path(style).stem}.png"
-        renders = [Image.open(folder / name).convert("RGB") for folder in folders if (folder / name).exists()]
-        if not renders:
+        renders = [Image.open(folder / name).convert("RGB") if (folder / name).exists() else None
+                   for folder in folders]
+        if renders[-1] is None:
             continue
-        photo = Image.open(SHARED / "images" / "content" / portrait).convert("RGB").resize(renders[0].size)
+        photo = Image.open(SHARED / "images" / "content" / portrait).convert("RGB").resize(renders[-1].size)
         cells = [photo, *renders]
         for col, cell in enumerate(cells):
+            if cell is None:   # a column without this pair: said, not shifted
+                draw.text((col * tile + 6, top + tile // 2), "not rendered", fill="black")
+                continue
             fit = (tile - 4) / max(cell.size)
             canvas.paste(cell.resize((round(cell.width * fit), round(cell.height * fit)), Image.LANCZOS),
                          (col * tile + 2, top + 2))
