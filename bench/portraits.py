@@ -200,6 +200,22 @@ def sheet(args: argparse.Namespace, tile: int = 220) -> Image.Image:
     return canvas
 
 
+def beside_earlier(new: Image.Image, earlier: Image.Image, tile: int = 220, header: int = 22) -> Image.Image:
+    """photo | earlier render | earlier face | the new sheet's other columns: the renders of a
+    tree no longer at hand (an earlier sheet of the same pairs, one tag: photo | render | face)."""
+    if earlier.height != new.height or earlier.width != 3 * tile:
+        raise SystemExit("--sheet-before must be a sheet of one tag over the same pairs")
+    canvas = Image.new("RGB", (new.width + 2 * tile, new.height), "white")
+    canvas.paste(new.crop((0, 0, tile, new.height)), (0, 0))
+    canvas.paste(earlier.crop((tile, 0, 3 * tile, earlier.height)), (tile, 0))
+    canvas.paste(new.crop((tile, 0, new.width, new.height)), (3 * tile, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((tile, 0, 3 * tile - 1, header - 1), fill="white")
+    draw.text((tile + 6, 5), "before", fill="black")
+    draw.text((2 * tile + 6, 5), "before: face 1:1", fill="black")
+    return canvas
+
+
 def face_crop(render_image: Image.Image, photo: Image.Image, side: int) -> Image.Image:
     """A side×side crop of the render at 1:1 around the photo's face (Haar on the photo)."""
     import cv2
@@ -228,6 +244,9 @@ def main() -> None:
     parser.add_argument("--judge-python", default=os.environ.get("IMPASTO_JUDGE_PYTHON", "python"))
     parser.add_argument("--out", type=Path, default=Path("bench/out/portraits"))
     parser.add_argument("--sheet", type=Path, default=None)
+    parser.add_argument("--sheet-before", type=Path, default=None, metavar="JPG",
+                        help="an earlier --sheet of one tag for all 16 pairs (photo | render | face): "
+                             "its render and face columns go beside the new ones, as 'before'")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.report is None:
@@ -235,7 +254,10 @@ def main() -> None:
         return
     print(report(args))
     if args.sheet is not None:
-        sheet(args).save(args.sheet, quality=88)
+        made = sheet(args)
+        if args.sheet_before is not None:
+            made = beside_earlier(made, Image.open(args.sheet_before).convert("RGB"))
+        made.save(args.sheet, quality=88)
         print(f"wrote {args.sheet}")
 
 
