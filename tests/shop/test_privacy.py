@@ -56,7 +56,7 @@ def test_a_print_under_way_keeps_the_photo_until_it_has_shipped(web):
             orders.set_order_status(session=session, order_id=order.id, status=status)
         session.commit()
     assert client.delete(f"/api/v1/portraits/{portrait['id']}").status_code == 204
-    assert nothing_stored(shop) and count_rows(shop, Order) == 0
+    assert nothing_stored(shop) and count_rows(shop, Order) == 0, stored_files(shop)
     assert client.delete(f"/api/v1/portraits/{portrait['id']}").status_code == 404
 
 

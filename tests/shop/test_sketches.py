@@ -117,3 +117,18 @@ def test_a_painting_card_estimates_its_time_left_from_its_own_pace():
     assert _eta_seconds(job) is None                  # too early to promise anything
     job.status, job.progress = JobStatus.DONE, 1.0
     assert _eta_seconds(job) is None
+
+
+def test_a_sketch_for_a_portrait_deleted_meanwhile_leaves_no_file(tmp_path):
+    """The sketch thread may finish after "delete my photo now": its file must not outlive the job."""
+    from impasto.service.shop.sketches import SketchRequest
+
+    catalog = make_catalog(tmp_path, STYLES)
+    app = create_app(make_settings(tmp_path), catalog=catalog, dispatcher=NullDispatcher())
+    shop = shop_of(app)
+    with TestClient(app):
+        painter = shop.sketches
+        gone_job = 987654                                     # no such job row: it was deleted
+        made = painter.paint(SketchRequest(photo=photo_bytes(), jobs=((gone_job, "starry"),)))
+        assert made == 0
+        assert not shop.storage.exists(sketch_key(gone_job))

@@ -127,8 +127,12 @@ class SketchPainter:
                 imaging.to_pil(sketch).save(buffer, format="JPEG", quality=SKETCH_QUALITY)
                 self.storage.put(sketch_key(job_id), buffer.getvalue(), content_type="image/jpeg")
                 with self.sessions() as session:
-                    session.execute(update(Job).where(Job.id == job_id).values(sketch_key=sketch_key(job_id)))
+                    recorded = session.execute(update(Job).where(Job.id == job_id)
+                                               .values(sketch_key=sketch_key(job_id))).rowcount
                     session.commit()
+                if not recorded:   # the portrait was deleted while this painted: leave nothing behind
+                    self.storage.delete(sketch_key(job_id))
+                    continue
                 made += 1
             except Exception as exc:  # noqa: BLE001 - the Gatys preview still comes; the card waits for it
                 log.warning("job %s: no sketch in style %r (%s: %s)", job_id, style_name, type(exc).__name__, exc)
