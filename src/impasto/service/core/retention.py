@@ -19,7 +19,6 @@ running for a deleted job finds its row gone, stops, and drops what it stored
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ from sqlalchemy import delete, func, or_, select, update
 
 from impasto.errors import PortraitInUse
 from impasto.service.core.models import Email, Job, JobStatus, Order, OrderStatus, Portrait, utcnow
+from impasto.service.core.periodic import Periodic
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -103,28 +103,15 @@ def purge_expired(*, sessions: sessionmaker[Session], storage, days: int, now: d
     return deleted
 
 
-class RetentionSweeper:
+class RetentionSweeper(Periodic):
     """A thread that runs ``purge_expired`` every ``interval_seconds`` (the first time at start)."""
+
+    name = "retention"
 
     def __init__(self, *, sessions: sessionmaker[Session], storage, days: int,
                  interval_seconds: float = SWEEP_SECONDS, clock: Callable[[], datetime] = utcnow) -> None:
-        self.sessions, self.storage, self.days = sessions, storage, days
-        self.interval_seconds, self.clock = interval_seconds, clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="impasto-retention", daemon=True)
+        super().__init__(interval_seconds=interval_seconds)
+        self.sessions, self.storage, self.days, self.clock = sessions, storage, days, clock
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_seconds: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_seconds)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                purge_expired(sessions=self.sessions, storage=self.storage, days=self.days, now=self.clock())
-            except Exception:   # the database is down: try again next round
-                log.exception("retention: round failed")
-            self._stop.wait(self.interval_seconds)
+    def run_round(self) -> None:
+        purge_expired(sessions=self.sessions, storage=self.storage, days=self.days, now=self.clock())

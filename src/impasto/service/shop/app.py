@@ -19,11 +19,12 @@ Nothing heavy happens at import: no engine, no client, no torch (the routes that
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from impasto.service.core.periodic import Periodic
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -119,7 +120,7 @@ class Shop:
         if self.outbox is not None:
             self.outbox.stop()
         if self.retention is not None:
-            self.retention.stop(STOP_SECONDS)
+            self.retention.stop()
         if self.sketches is not None:
             self.sketches.stop()
         if self.started:
@@ -129,34 +130,28 @@ class Shop:
             self.engine.dispose()
 
 
-class OutboxSender:
+class OutboxSender(Periodic):
     """A thread that sends due outbox rows every ``interval_seconds`` (``wake()`` to hurry it).
 
     Without a mailer it only logs, once, that mails wait: ``outbox.deliver_pending`` is not
     called, so no row is marked failed for lack of a server.
     """
 
+    name = "outbox"
+
     def __init__(self, sessions: sessionmaker[Session], mailer: Mailer | None, *,
                  interval_seconds: float = OUTBOX_POLL_SECONDS) -> None:
-        self.sessions, self.mailer, self.interval_seconds = sessions, mailer, interval_seconds
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="impasto-outbox", daemon=True)
+        super().__init__(interval_seconds=interval_seconds, join_seconds=STOP_SECONDS)
+        self.sessions, self.mailer = sessions, mailer
 
     def start(self) -> None:
         if self.mailer is None:
             log.warning("no SMTP server configured (IMPASTO_SMTP_URL): mails stay queued in the outbox")
             return
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(STOP_SECONDS)
-
-    def wake(self) -> None:
-        self._wake.set()
+    def run_round(self) -> None:
+        self.deliver_once()
 
     def deliver_once(self) -> int:
         from impasto.service.core import outbox
@@ -167,15 +162,6 @@ class OutboxSender:
     def _send(self, row) -> None:
         message = self.mailer.compose(row.template, to=row.to, **row.context)
         self.mailer.send(message)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.deliver_once()
-            except Exception:   # a database hiccup: log it, try again at the next round
-                log.exception("outbox: delivery round failed")
-            self._wake.wait(self.interval_seconds)
-            self._wake.clear()
 
 
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None,

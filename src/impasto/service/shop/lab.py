@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from sqlalchemy import or_, select
 
 from impasto.errors import FulfilmentError
 from impasto.service.core.models import Job, Order, OrderStatus, utcnow
+from impasto.service.core.periodic import Periodic
 from impasto.service.shop.fulfilment import LabStatus, Shipment
 
 if TYPE_CHECKING:
@@ -224,40 +224,23 @@ def _poll_one(shop: Shop, order_id: int, now: datetime) -> int:
         return moved
 
 
-class LabSender:
+class LabSender(Periodic):
     """A thread: submits due orders and polls the lab every ``interval_seconds`` (``wake()`` hurries it)."""
 
+    name = "lab"
+
     def __init__(self, shop: Shop, *, interval_seconds: float = 5.0) -> None:
-        self.shop, self.interval_seconds = shop, interval_seconds
-        self._stop, self._wake = threading.Event(), threading.Event()
+        super().__init__(interval_seconds=interval_seconds, join_seconds=REQUEST_SECONDS + 5)
+        self.shop = shop
         self._nudged: list[str] = []
-        self._thread = threading.Thread(target=self._loop, name="impasto-lab", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(REQUEST_SECONDS + 5)
 
     def wake(self, reference: str | None = None) -> None:
         if reference:
             self._nudged.append(reference)
-        self._wake.set()
+        super().wake()
 
-    def run_once(self) -> None:
+    def run_round(self) -> None:
         submit_due(self.shop)
         while self._nudged:
             poll(self.shop, reference=self._nudged.pop())
         poll(self.shop)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:    # a database hiccup: log it, try again at the next round
-                log.exception("lab: round failed")
-            self._wake.wait(self.interval_seconds)
-            self._wake.clear()
