@@ -15,11 +15,12 @@ The output folder holds::
 
 The index and the sheet are rewritten after every cell, so an interrupted sweep loses at
 most the cell it was rendering. This module prints nothing; progress goes to a callback.
+A batch of several photos (``impasto.batch``) shares one ``CellStore`` (``cells/`` and the
+records of the cells in it) among one grid per photo; the sheets are drawn in ``sheets.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from pydantic import ValidationError
 
 from impasto import imaging
@@ -43,15 +43,18 @@ from impasto.engine.params import RenderParams, describe
 from impasto.engine.prints import crop_to_aspect, print_pixels
 from impasto.engine.scale import extractor_for
 from impasto.errors import OutputError, ParamError
-from impasto.files import atomic_path
 from impasto.scoring import Scorer
+# re-exported too: the CLI and the tests use sweep.best, sweep.CELLS, sweep.contact_sheet, …
+from impasto.sheets import best, contact_sheet  # noqa: F401
+from impasto.sweep_index import (CELLS, INDEX_CSV, INDEX_JSON, SHEET, format_value,  # noqa: F401
+                                 load_records, make_record, write_index, write_view)
 
 log = logging.getLogger(__name__)
 # no loss lines or intermediates inside a sweep; --mask needs several styles per render, a cell has one
 NOT_SWEPT = ("print_iter", "save_iter", "mask")
 LIST_SEPARATOR = ";"
 DEFAULT_MAX_CELLS = 200
-INDEX_JSON, INDEX_CSV, SHEET, CELLS = "index.json", "index.csv", "sheet.png", "cells"
+PHOTO_KEY_LENGTH = 16
 ABBREVIATIONS = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "image_size": "px",
                  "num_iterations": "it", "learning_rate": "lr", "style_scale": "ss", "seed": "seed"}
 
@@ -137,18 +140,6 @@ def _build(options: dict, texts: Mapping[str, str]) -> RenderParams:
         raise ParamError(describe(exc)) from None
 
 
-def format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return ",".join(map(format_value, value))
-    if isinstance(value, Path):
-        return value.name
-    return str(value)
-
-
 # --- styles, cells and the grid ----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -166,6 +157,7 @@ class Cell:
     style: StyleChoice
     params: RenderParams
     values: dict[str, Any]     # the swept fields' values in this cell
+    photo_key: str = ""        # the start of the photo's pixel digest (a batch's cells say whose they are)
 
 
 @dataclass(frozen=True)
@@ -174,15 +166,19 @@ class Grid:
     cells: tuple[Cell, ...]
     axes: tuple[Axis, ...]     # the varying axes, "style" first when there are several styles
     columns: int               # the sheet's columns: the last varying axis
+    key: str = ""              # the start of the photo's pixel digest
 
 
-def check_count(options: SweepOptions, styles: int, max_cells: int = DEFAULT_MAX_CELLS) -> int:
-    """The number of cells; a ParamError when there are none or more than ``max_cells``."""
+def check_count(options: SweepOptions, styles: int, max_cells: int = DEFAULT_MAX_CELLS, *,
+                photos: int = 1) -> int:
+    """The number of cells over ``photos`` photos; a ParamError when there are none or more
+    than ``max_cells``."""
     if styles < 1:
         raise ParamError("a sweep needs at least one style")
-    count = styles * math.prod(len(axis.values) for axis in options.axes)
+    count = photos * styles * math.prod(len(axis.values) for axis in options.axes)
     if count > max_cells:
         shape = " × ".join(str(n) for n in [styles, *(len(a.values) for a in options.axes)])
+        shape = f"{photos} photos × {shape}" if photos > 1 else shape
         raise ParamError(f"{count} cells ({shape}) is more than --max-cells {max_cells}; "
                          f"narrow the ranges or raise --max-cells")
     return count
@@ -194,6 +190,7 @@ def build_grid(options: SweepOptions, content: torch.Tensor, styles: Sequence[St
     check_count(options, len(styles), max_cells)
     styles = _unique_names(styles)
     photo_key = image_digest(content)
+    key = photo_key[:PHOTO_KEY_LENGTH]
     names = [axis.name for axis in options.axes]
     cells = []
     for style in styles:
@@ -202,10 +199,10 @@ def build_grid(options: SweepOptions, content: torch.Tensor, styles: Sequence[St
             values = dict(zip(names, combo))
             label = cell_label(style.name if len(styles) > 1 else None, values)
             params = _cell_params(style, options, values, label, content)
-            cells.append(Cell(cell_id(photo_key, style_key, params), label, style, params, values))
+            cells.append(Cell(cell_id(photo_key, style_key, params), label, style, params, values, key))
     axes = ((Axis("style", tuple(s.name for s in styles)),) if len(styles) > 1 else ()) + options.axes
     columns = len(axes[-1].values) if axes else 1
-    return Grid(photo, tuple(cells), axes, columns)
+    return Grid(photo, tuple(cells), axes, columns, key)
 
 
 def _unique_names(styles: Sequence[StyleChoice]) -> list[StyleChoice]:
@@ -257,6 +254,19 @@ def cell_iterations(params: RenderParams, content: torch.Tensor) -> int:
     return sum(scale.iterations for scale in schedule(params))
 
 
+def cell_cost(params: RenderParams, content: torch.Tensor) -> tuple[int, float]:
+    """(iterations, work) of a cell: work is iterations × pixels summed over its scales, what
+    the ETA is measured in (cells of different sizes take different times an iteration)."""
+    height, width = content.shape[-2:]
+    if params.print_size:
+        height, width = print_pixels(params.print_size, params.dpi, height, width)
+        params = params.model_copy(update={"print_size": None, "image_size": max(height, width)})
+    aspect = min(height, width) / max(height, width)
+    scales = schedule(params)
+    work = sum(scale.iterations * scale.size * scale.size * aspect for scale in scales)
+    return sum(scale.iterations for scale in scales), float(work)
+
+
 # --- running ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -267,9 +277,48 @@ class SweepProgress:
     cells: int
     label: str
     losses: dict[str, float]
+    photo: int = 1             # 1-based, the photo of this cell among a batch's photos
+    photos: int = 1
+    eta: float | None = None   # seconds left, measured from the cells finished in this run
 
 
 SweepCallback = Callable[[SweepProgress], None]
+
+
+class Tally:
+    """Counts a run's iterations and cells and estimates the time left from the finished
+    cells: their seconds per unit of work (``cell_cost``) times the work still to do."""
+
+    def __init__(self, costs: Sequence[tuple[int, float]], callback: SweepCallback | None):
+        self.callback, self.cells = callback, len(costs)
+        self.total = sum(iterations for iterations, _ in costs)
+        self.work_left = sum(work for _, work in costs)
+        self.iterations_done, self.work_done, self.seconds, self.cell = 0, 0.0, 0.0, 0
+        self.current, self.started = (0, 0.0), 0.0
+
+    def start(self, label: str, cost: tuple[int, float], *, photo: int = 1, photos: int = 1):
+        """The engine callback for the next cell (None without a callback)."""
+        self.cell, self.current, self.started = self.cell + 1, cost, time.perf_counter()
+        if self.callback is None:
+            return None
+        number, callback = self.cell, self.callback
+
+        def report(progress) -> None:
+            callback(SweepProgress(min(self.iterations_done + progress.iteration, self.total), self.total,
+                                   number, self.cells, label, progress.losses, photo, photos, self.eta()))
+        return report
+
+    def finish(self) -> None:
+        iterations, work = self.current
+        self.iterations_done += iterations
+        self.work_done, self.work_left = self.work_done + work, self.work_left - work
+        self.seconds += time.perf_counter() - self.started
+
+    def eta(self) -> float | None:
+        if self.work_done <= 0:
+            return None
+        running = time.perf_counter() - self.started
+        return max(0.0, self.seconds / self.work_done * self.work_left - running)
 
 
 def check_folder(path: Path | str) -> Path:
@@ -285,74 +334,35 @@ def check_folder(path: Path | str) -> Path:
     return path
 
 
-class Sweep:
-    """Renders a grid's unfinished cells into ``folder`` and keeps its index and sheet."""
+class CellStore:
+    """A sweep folder's finished cells: ``cells/<id>.png`` and their records (read from its
+    index.json), by id, and the feature extractors its renders share. Image paths in the
+    records are relative to ``root``."""
 
-    def __init__(self, grid: Grid, content: torch.Tensor, folder: Path | str, *, tile: int = 256,
-                 scorer: Scorer | None = None):
-        self.grid, self.content, self.folder = grid, content, check_folder(folder)
-        self.tile = tile
-        self.scorer = scorer or Scorer()
-        self.records = load_records(self.folder)
-        self._extractors: dict[tuple, Any] = {}
+    def __init__(self, root: Path | str):
+        self.root = check_folder(root)
+        self.records = load_records(self.root)
+        self.extractors: dict[tuple, Any] = {}
+
+    def prepare(self) -> None:
+        try:
+            (self.root / CELLS).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.root}: cannot create the sweep folder ({exc})") from None
+
+    def has_image(self, record: dict) -> bool:
+        return record.get("status") == "done" and (self.root / record["image"]).is_file()
 
     def is_done(self, cell: Cell) -> bool:
         record = self.records.get(cell.id)
-        return bool(record and record.get("status") == "done" and (self.folder / record["image"]).is_file())
+        return bool(record and self.has_image(record))
 
-    def pending(self) -> list[Cell]:
-        return [cell for cell in self.grid.cells if not self.is_done(cell)]
-
-    def run(self, callback: SweepCallback | None = None) -> list[dict]:
-        """Render every pending cell; returns the grid's records (in grid order)."""
-        try:
-            (self.folder / CELLS).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{self.folder}: cannot create the sweep folder ({exc})") from None
-        todo = self.pending()
-        estimates = [cell_iterations(cell.params, self.content) for cell in todo]
-        total, done = sum(estimates), 0
-        self.write()
-        for number, (cell, estimate) in enumerate(zip(todo, estimates), 1):
-            relay = _relay(callback, done, total, number, len(todo), cell.label)
-            self._render_cell(cell, relay)
-            done += estimate
-            self.write()
-        return self.grid_records()
-
-    def _render_cell(self, cell: Cell, callback) -> None:
-        started = time.perf_counter()
-        params = cell.params
-        init = imaging.load(params.init_image) if params.init_image else None
-        image = render(self.content, [cell.style.image], params, callback, init_image=init,
-                       extractor=self._extractor(params))
-        path = imaging.save(image, self.folder / CELLS / f"{cell.id}.png",
-                            dpi=params.dpi if params.print_size else None)
-        photo = self.content
-        if params.print_size:  # the render cropped the photo to the sheet: score against that
-            photo = crop_to_aspect(photo, *image.shape[-2:])
-        scores = self.scorer.score(image, photo, cell.style.image)
-        record = _record(cell, "done", self.folder, path)
-        record.update(scores={"style": round(scores.style, 4), "content": round(scores.content, 4)},
-                      seconds=round(time.perf_counter() - started, 2))
-        self.records[cell.id] = record
-        log.info("cell %s (%s) done: style %.3f content %.3f", cell.id, cell.label, scores.style,
-                 scores.content)
-
-    def _extractor(self, params: RenderParams):
-        """One extractor per network configuration, shared by every cell that uses it."""
-        key = (params.model, tuple(params.content_layers), tuple(params.style_layers), params.pooling,
-               str(params.weights), params.download, params.device, params.precision)
-        if key not in self._extractors:
-            self._extractors[key] = extractor_for(params)
-        return self._extractors[key]
-
-    def grid_records(self) -> list[dict]:
+    def grid_records(self, grid: Grid) -> list[dict]:
         """The grid's cells in order; a finished one keeps its scores and time, and takes
         this grid's label (a cell from an earlier grid may have been labelled otherwise)."""
         records = []
-        for cell in self.grid.cells:
-            record = _record(cell, "pending", self.folder)
+        for cell in grid.cells:
+            record = make_record(cell, "pending", self.root)
             if self.is_done(cell):
                 stored = self.records[cell.id]
                 record.update(status="done", image=stored["image"], scores=stored["scores"],
@@ -361,153 +371,82 @@ class Sweep:
             records.append(record)
         return records
 
+    def earlier(self, exclude: set[str], photo_key: str | None = None) -> list[dict]:
+        """Finished cells not in ``exclude`` (by id), of the photo ``photo_key`` if given."""
+        return [r for key, r in sorted(self.records.items()) if key not in exclude and self.has_image(r)
+                and (photo_key is None or r.get("photo_key") == photo_key)]
+
+    def extractor(self, params: RenderParams):
+        """One extractor per network configuration, shared by every cell that uses it."""
+        key = (params.model, tuple(params.content_layers), tuple(params.style_layers), params.pooling,
+               str(params.weights), params.download, params.device, params.precision)
+        if key not in self.extractors:
+            self.extractors[key] = extractor_for(params)
+        return self.extractors[key]
+
+
+class Sweep:
+    """Renders a grid's unfinished cells into ``folder`` and keeps its index and sheet.
+    With a ``store`` (a batch's), cells go to the store's folder and ``folder`` is where
+    this photo's index and sheet are written."""
+
+    def __init__(self, grid: Grid, content: torch.Tensor, folder: Path | str, *, tile: int = 256,
+                 scorer: Scorer | None = None, store: CellStore | None = None):
+        self.grid, self.content = grid, content
+        self.store = store or CellStore(folder)
+        self.folder = self.store.root if store is None else Path(folder)
+        self.tile = tile
+        self.scorer = scorer or Scorer()
+
+    @property
+    def records(self) -> dict[str, dict]:
+        return self.store.records
+
+    def is_done(self, cell: Cell) -> bool:
+        return self.store.is_done(cell)
+
+    def pending(self) -> list[Cell]:
+        return [cell for cell in self.grid.cells if not self.is_done(cell)]
+
+    def run(self, callback: SweepCallback | None = None) -> list[dict]:
+        """Render every pending cell; returns the grid's records (in grid order)."""
+        self.store.prepare()
+        todo = self.pending()
+        costs = [cell_cost(cell.params, self.content) for cell in todo]
+        tally = Tally(costs, callback)
+        self.write()
+        for cell, cost in zip(todo, costs):
+            self.render_cell(cell, tally.start(cell.label, cost))
+            self.write()
+            tally.finish()
+        return self.grid_records()
+
+    def render_cell(self, cell: Cell, callback) -> None:
+        """Render, save and score one cell, and keep its record in the store."""
+        started = time.perf_counter()
+        params, root = cell.params, self.store.root
+        init = imaging.load(params.init_image) if params.init_image else None
+        image = render(self.content, [cell.style.image], params, callback, init_image=init,
+                       extractor=self.store.extractor(params))
+        path = imaging.save(image, root / CELLS / f"{cell.id}.png",
+                            dpi=params.dpi if params.print_size else None)
+        photo = self.content
+        if params.print_size:  # the render cropped the photo to the sheet: score against that
+            photo = crop_to_aspect(photo, *image.shape[-2:])
+        scores = self.scorer.score(image, photo, cell.style.image)
+        record = make_record(cell, "done", root, path)
+        record.update(scores={"style": round(scores.style, 4), "content": round(scores.content, 4)},
+                      seconds=round(time.perf_counter() - started, 2))
+        self.records[cell.id] = record
+        log.info("cell %s (%s) done: style %.3f content %.3f", cell.id, cell.label, scores.style,
+                 scores.content)
+
+    def grid_records(self) -> list[dict]:
+        return self.store.grid_records(self.grid)
+
     def write(self) -> None:
-        """The index (JSON and CSV) and the contact sheet, as things stand."""
+        """The index (JSON and CSV) and the contact sheet, as things stand; the index keeps
+        every other finished cell in the folder as ``earlier``."""
         cells = self.grid_records()
-        ids = {cell.id for cell in self.grid.cells}
-        earlier = [r for key, r in sorted(self.records.items()) if key not in ids
-                   and r.get("status") == "done" and (self.folder / r["image"]).is_file()]
-        write_index(self.folder, self.grid, cells, earlier)
-        imaging.save(contact_sheet(self.grid, cells, self.folder, self.content, tile=self.tile),
-                     self.folder / SHEET)
-
-
-def _relay(callback: SweepCallback | None, done: int, total: int, number: int, count: int, label: str):
-    if callback is None:
-        return None
-
-    def report(progress) -> None:
-        callback(SweepProgress(min(done + progress.iteration, total), total, number, count, label,
-                               progress.losses))
-    return report
-
-
-def best(records: Sequence[dict]) -> dict | None:
-    """The finished cell with the highest style + content score (both are 0..1)."""
-    scored = [r for r in records if r.get("scores")]
-    return max(scored, key=lambda r: r["scores"]["style"] + r["scores"]["content"], default=None)
-
-
-# --- the index --------------------------------------------------------------------------
-
-def _record(cell: Cell, status: str, folder: Path, path: Path | None = None) -> dict:
-    return {"id": cell.id, "label": cell.label, "status": status, "style": cell.style.name,
-            "style_source": cell.style.source,
-            "values": {name: _jsonable(value) for name, value in cell.values.items()},
-            "image": str((path or folder / CELLS / f"{cell.id}.png").relative_to(folder)),
-            "scores": None, "seconds": None, "params": cell.params.model_dump(mode="json")}
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
-
-
-def load_records(folder: Path) -> dict[str, dict]:
-    """The records of an earlier sweep in ``folder``, by id (none when there is no index)."""
-    path = folder / INDEX_JSON
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        records = [*data["cells"], *data.get("earlier", [])]
-        return {r["id"]: r for r in records if r["status"] == "done" and r.get("image")}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise OutputError(f"{path}: unreadable sweep index ({exc}); move it away to start over") from None
-
-
-def write_index(folder: Path, grid: Grid, cells: list[dict], earlier: list[dict]) -> None:
-    data = {"version": 1, "photo": grid.photo,
-            "axes": [{"name": a.name, "values": [_jsonable(v) for v in a.values]} for a in grid.axes],
-            "cells": cells, "earlier": earlier}
-    with atomic_path(folder / INDEX_JSON) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-    swept = [axis.name for axis in grid.axes if axis.name != "style"]
-    with atomic_path(folder / INDEX_CSV) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "label", "status", "style", *swept, "style_score", "content_score",
-                         "seconds", "image"])
-        for r in cells:
-            scores = r["scores"] or {}
-            writer.writerow([r["id"], r["label"], r["status"], r["style"],
-                             *(format_value(r["values"][name]) for name in swept),
-                             scores.get("style", ""), scores.get("content", ""), r["seconds"] or "",
-                             r["image"]])
-
-
-# --- the contact sheet ------------------------------------------------------------------
-
-PAD, LINE, MIN_SHEET_WIDTH = 8, 17, 480
-FRAME = (200, 30, 30)
-
-
-def _font(size: int = 13):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):   # Pillow < 10.1 or no FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    while len(text) > 1 and draw.textlength(text, font=font) > width:
-        text = text[:-2] + "…"
-    return text
-
-
-def _thumb(image: Image.Image | torch.Tensor, side: int) -> Image.Image:
-    """``image`` scaled (up or down) so its longest side is ``side``."""
-    picture = imaging.to_pil(image) if isinstance(image, torch.Tensor) else image.convert("RGB")
-    scale = side / max(picture.size)
-    return picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                          Image.LANCZOS)
-
-
-def contact_sheet(grid: Grid, records: list[dict], folder: Path, photo: torch.Tensor, *,
-                  tile: int = 256) -> Image.Image:
-    """A header (the photo, the styles, how many cells are done), then one labelled, scored
-    thumbnail per cell: a row per combination of all axes but the last, whose values are the
-    columns. The best cell by style + content is framed in red."""
-    font, columns = _font(), max(1, grid.columns)
-    rows = -(-len(records) // columns)
-    cell_w, cell_h = tile + PAD, tile + 2 * LINE + PAD
-    small = max(48, tile // 2)
-    head_h = PAD + LINE + small + LINE + PAD
-    width = max(columns * cell_w + PAD, MIN_SHEET_WIDTH)
-    sheet = Image.new("RGB", (width, head_h + rows * cell_h + PAD), "white")
-    draw = ImageDraw.Draw(sheet)
-    done = sum(r["status"] == "done" for r in records)
-    title = f"{grid.photo or 'photo'} · {done}/{len(records)} cells done · captions: style and content scores"
-    draw.text((PAD, PAD), _fit_text(draw, title, font, width - 2 * PAD), fill="black", font=font)
-    styles = {cell.style.name: cell.style.image for cell in grid.cells}
-    for index, (name, image) in enumerate([("photo", photo), *styles.items()]):
-        x = PAD + index * (small + PAD)
-        if x + small > width:
-            break
-        sheet.paste(_thumb(image, small), (x, PAD + LINE))
-        draw.text((x, PAD + LINE + small + 2), _fit_text(draw, name, font, small), fill="black", font=font)
-    top = best(records)
-    for index, record in enumerate(records):
-        row, column = divmod(index, columns)
-        _draw_cell(sheet, draw, font, record, folder, (PAD + column * cell_w, head_h + row * cell_h),
-                   tile, framed=record is top)
-    return sheet
-
-
-def _draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, font, record: dict, folder: Path,
-               at: tuple[int, int], tile: int, *, framed: bool) -> None:
-    x, y = at
-    draw.text((x, y), _fit_text(draw, record["label"], font, tile), fill="black", font=font)
-    if record["status"] != "done":
-        draw.rectangle((x, y + LINE, x + tile - 1, y + LINE + tile - 1), fill=(228, 228, 228))
-        draw.text((x + 6, y + LINE + 6), "pending", fill=(90, 90, 90), font=font)
-        return
-    with Image.open(folder / record["image"]) as image:
-        thumb = _thumb(image, tile)
-    sheet.paste(thumb, (x, y + LINE))
-    if framed:
-        draw.rectangle((x - 3, y + LINE - 3, x + thumb.width + 2, y + LINE + thumb.height + 2),
-                       outline=FRAME, width=3)
-    style, content = record["scores"]["style"], record["scores"]["content"]
-    caption = f"style {style:.2f} · content {content:.2f}"
-    if draw.textlength(caption, font=font) > tile:
-        caption = f"{style:.2f} · {content:.2f}"
-    draw.text((x, y + LINE + thumb.height + 3), caption, fill=(60, 60, 60), font=font)
+        earlier = self.store.earlier({cell.id for cell in self.grid.cells})
+        write_view(self.folder, self.store.root, self.grid, cells, earlier, self.content, tile=self.tile)
