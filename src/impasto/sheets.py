@@ -43,6 +43,13 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text
 
 
+def _fit_text_left(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text`` shortened at its start (``…/content/photo.jpg``) to ``width``."""
+    while len(text) > 1 and draw.textlength(text, font=font) > width:
+        text = "…" + text[2:]
+    return text
+
+
 def thumb(image: Image.Image | torch.Tensor, side: int) -> Image.Image:
     """``image`` scaled (up or down) so its longest side is ``side``."""
     picture = imaging.to_pil(image) if isinstance(image, torch.Tensor) else image.convert("RGB")
@@ -66,7 +73,9 @@ def contact_sheet(grid: Grid, records: list[dict], folder: Path, photo: Image.Im
     sheet = Image.new("RGB", (width, head_h + rows * cell_h + PAD), "white")
     draw = ImageDraw.Draw(sheet)
     done = sum(r["status"] == "done" for r in records)
-    title = f"{grid.photo or 'photo'} · {done}/{len(records)} cells done · captions: style and content scores"
+    status = f" · {done}/{len(records)} cells done · captions: style and content scores"
+    room = width - 2 * PAD - draw.textlength(status, font=font)
+    title = _fit_text_left(draw, grid.photo or "photo", font, room) + status  # a long path loses its start
     draw.text((PAD, PAD), _fit_text(draw, title, font, width - 2 * PAD), fill="black", font=font)
     styles = {cell.style.name: cell.style.image for cell in grid.cells}
     for index, (name, image) in enumerate([("photo", photo), *styles.items()]):

@@ -1,4 +1,5 @@
-"""``impasto sweep``: a grid of options and styles, scored, on a contact sheet."""
+"""``impasto sweep``: a grid of options and styles, scored, on a contact sheet; for one photo
+or a batch of them (several PHOTOs or folders)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,18 @@ example:
   impasto sweep portrait.jpg --style starry.jpg --style scream.jpg -o sweep-portrait \\
       --content-weight 1,5,10 --style-weight 50,100 --image-size 256 --num-iterations 200
 
+  impasto sweep photos/ grace_hopper.jpg --preset starry --style scream.jpg -o sweep-batch \
+      --style-weight 50,200 --image-size 256 --num-iterations 200
+
 Every render option takes a comma-separated list of values to try (list options such as
 --style-layers take ;-separated lists); each combination with each style is one cell.
-DIR gets cells/ID.png, index.json and index.csv (options and scores) and sheet.png.
-Run the same command again to resume: finished cells are kept, also across changed grids."""
+One PHOTO: DIR gets cells/ID.png, index.json and index.csv (options and scores) and sheet.png.
+Several PHOTOs or a folder (its images, sorted by name; other files are skipped with a note):
+every photo gets the same grid, DIR/cells/ holds all cells, DIR/NAME/ each photo's sheet.png,
+index.json and index.csv (NAME: the file's stem, with a digest where two stems clash), and
+DIR/index.json, index.csv and index.png (a row of cells per photo, its best framed) the batch.
+--max-cells counts the whole batch. Run the same command again to resume: finished cells
+are kept, also across changed grids and photos."""
 
 
 def add_sweep(commands, common: argparse.ArgumentParser) -> None:
@@ -31,10 +40,11 @@ def add_sweep(commands, common: argparse.ArgumentParser) -> None:
 
     sweep = commands.add_parser(
         "sweep", parents=[common], help="render a grid of options and styles, with a scored contact sheet",
-        description="Render PHOTO once per combination of the listed option values and styles; score "
-                    "every cell and lay them out on a labelled contact sheet.",
+        description="Render each PHOTO once per combination of the listed option values and styles; "
+                    "score every cell and lay them out on labelled contact sheets.",
         epilog=SWEEP_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_argument("content", type=Path, metavar="PHOTO", help="the photo")
+    sweep.add_argument("content", type=Path, nargs="+", metavar="PHOTO",
+                       help="a photo, or a folder of photos; several make a batch")
     sweep.add_argument("-s", "--style", type=Path, action="append", default=[], metavar="STYLE",
                        help="a style image; repeat for several (each cell uses one)")
     sweep.add_argument("--preset", action="append", default=[], metavar="NAME",
@@ -86,18 +96,33 @@ def _shown(default: Any) -> str:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from impasto import imaging, sweep
+    from impasto import sweep
+    from impasto.batch import collect_photos
 
     options = sweep.parse_options(given_options(args, args.param_names))
     if not args.style and not args.preset:
         raise UsageError("give --style STYLE (repeatable) or --preset NAME")
     if args.tile < 64:
         raise UsageError(f"--tile {args.tile}: at least 64 px")
-    sweep.check_count(options, len(args.style) + len(args.preset), args.max_cells)  # before loading
+    inputs = collect_photos(args.content)
+    # before loading anything: the count over the whole batch
+    sweep.check_count(options, len(args.style) + len(args.preset), args.max_cells, photos=len(inputs.photos))
     folder = sweep.check_folder(args.output)
-    content = imaging.load(args.content)
-    grid = sweep.build_grid(options, content, _sweep_styles(args), photo=str(args.content),
-                            max_cells=args.max_cells)
+    if inputs.skipped and not args.quiet:
+        shown = ", ".join(Path(name).name for name in inputs.skipped[:5])
+        more = f" and {len(inputs.skipped) - 5} more" if len(inputs.skipped) > 5 else ""
+        what = "file that is not an image" if len(inputs.skipped) == 1 else "files that are not images"
+        print(f"{PROG}: note: skipped {len(inputs.skipped)} {what}: {shown}{more}", file=sys.stderr)
+    if inputs.batch:
+        return run_batch(args, options, inputs.photos, folder)
+    return _run_one(args, options, inputs.photos[0], folder)
+
+
+def _run_one(args: argparse.Namespace, options, photo: str, folder: Path) -> int:
+    from impasto import imaging, sweep
+
+    content = imaging.load(photo)
+    grid = sweep.build_grid(options, content, _sweep_styles(args), photo=photo, max_cells=args.max_cells)
     runner = sweep.Sweep(grid, content, folder, tile=args.tile)
     todo = len(runner.pending())
     bar = SweepBar(enabled=not args.quiet)
@@ -114,6 +139,45 @@ def run_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         _sweep_summary(folder, records, todo)
     return 0
+
+
+def run_batch(args: argparse.Namespace, options, photos: tuple[str, ...], folder: Path) -> int:
+    """Several photos × the grid: every photo read and every cell checked before any render."""
+    from impasto import batch
+
+    prepared = batch.prepare(photos, options, _sweep_styles(args), max_cells=args.max_cells, tile=args.tile)
+    runner = batch.Batch(prepared, folder, tile=args.tile)
+    todo = len(runner.pending())
+    bar = SweepBar(enabled=not args.quiet)
+    try:
+        results = runner.run(bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"{PROG}: interrupted; {runner.done()} of {runner.cells()} cells of {len(prepared)} photos "
+              f"are done in {folder}; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    if not args.quiet:
+        _batch_summary(folder, prepared, results, todo)
+    return 0
+
+
+def _batch_summary(folder: Path, photos: list, results: list[list[dict]], rendered: int) -> None:
+    from impasto.batch import INDEX_SHEET
+    from impasto.sweep import INDEX_CSV, INDEX_JSON, SHEET, best
+
+    cells = sum(map(len, results))
+    print(f"rendered {rendered} of {cells} cells for {len(photos)} photos ({cells - rendered} were done) "
+          f"in {folder}")
+    print(f"index sheet: {folder / INDEX_SHEET}   index: {folder / INDEX_JSON}, {folder / INDEX_CSV}")
+    for photo, records in zip(photos, results):
+        top = best(records)
+        line = f"  {photo.name}: {folder / photo.name / SHEET}"
+        if top is not None:
+            line += (f"  best: {top['label']} (style {top['scores']['style']:.3f}, "
+                     f"content {top['scores']['content']:.3f})")
+        print(line)
 
 
 def _sweep_styles(args: argparse.Namespace) -> list:
@@ -146,7 +210,9 @@ def _sweep_summary(folder: Path, records: list[dict], rendered: int) -> None:
 
 
 class SweepBar:
-    """One progress bar over every cell a sweep renders."""
+    """One progress bar over every cell a sweep (or a batch) renders: ``cell 3/8 · photo
+    2/2``, and an ETA from the cells finished so far (tqdm's own, from iterations, would
+    mislead where cells differ in size)."""
 
     def __init__(self, *, enabled: bool):
         self.enabled, self.bar = enabled, None
@@ -158,12 +224,29 @@ class SweepBar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=progress.total, desc="sweep", unit="it", file=sys.stderr,
-                            dynamic_ncols=True)
-        self.bar.set_description_str(f"cell {progress.cell}/{progress.cells}", refresh=False)
-        self.bar.set_postfix_str(f"{progress.label}: {format_losses(progress.losses)}", refresh=False)
+                            dynamic_ncols=True, bar_format=BAR_FORMAT)
+        where = f"cell {progress.cell}/{progress.cells}"
+        if progress.photos > 1:
+            where += f" · photo {progress.photo}/{progress.photos}"
+        eta = "" if progress.eta is None else f"ETA {format_seconds(progress.eta)} · "
+        self.bar.set_description_str(where, refresh=False)
+        self.bar.set_postfix_str(f"{eta}{progress.label}: {format_losses(progress.losses)}", refresh=False)
         self.bar.update(progress.iteration - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it [{elapsed}{postfix}]"
+
+
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
