@@ -211,12 +211,23 @@ def _garbled(path: Path) -> Path:
 BAD_BATCHES = {
     "empty folder": (lambda t: [(t / "empty").mkdir() or t / "empty"], "empty: no images in this folder"),
     "no images in the folder": (lambda t: [_text(t / "docs" / "a.txt").parent], "docs: no images"),
-    "unreadable photo in a folder": (lambda t: [noise_image(t / "f" / "a.png").parent,
-                                                _garbled(t / "f" / "b.png")], "b.png: not an image"),
+    "unreadable photo in a folder": (lambda t: _unreadable_in(t / "f"), "b.png: not an image"),
     "missing photo": (lambda t: [noise_image(t / "a.png"), t / "nope.jpg"], "image not found"),
-    "too many cells": (lambda t: [noise_image(t / "a.png"), noise_image(t / "b.png", seed=2),
-                                  "--max-cells", "3"], "4 cells (2 photos × 1 × 2) is more than --max-cells 3"),
+    "too many cells": (lambda t: [*_two_photos(t), "--max-cells", "3"],
+                       "4 cells (2 photos × 1 × 2) is more than --max-cells 3"),
 }
+
+
+def _two_photos(folder: Path) -> list[Path]:
+    return [noise_image(folder / "a.png"), noise_image(folder / "b.png", seed=2)]
+
+
+def _unreadable_in(folder: Path) -> list[Path]:
+    """A folder with a photo, a garbled .png and a text file (whose note must not make a
+    second line), and the garbled file named again."""
+    noise_image(folder / "a.png")
+    _text(folder / "notes.txt")
+    return [folder, _garbled(folder / "b.png")]
 
 
 def _text(path: Path) -> Path:
@@ -237,3 +248,10 @@ def test_bad_batches_exit_2_with_one_line_before_anything_is_written(case, tmp_p
     assert stderr.count("\n") == 1 and stderr.startswith("impasto: error: "), stderr
     assert message in stderr
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_sweep_help_shows_a_batch(capsys):
+    assert cli.main(["sweep", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "PHOTO [PHOTO ...]" in out and "a folder of photos" in out
+    assert "impasto sweep photos/ grace_hopper.jpg" in out and "DIR/index.json" in out

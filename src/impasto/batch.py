@@ -95,7 +95,6 @@ def prepare(sources: Sequence[str], options: SweepOptions, styles: Sequence[Styl
         grid = build_grid(options, content, styles, photo=str(source), max_cells=max_cells)
         costs = {cell.id: cell_cost(cell.params, content) for cell in grid.cells}
         loaded.append((source, grid, thumb(content, tile), costs))
-        del content
     names = photo_names([source for source, *_ in loaded], [grid.key for _, grid, *_ in loaded])
     return [Photo(source, name, grid, picture, costs)
             for name, (source, grid, picture, costs) in zip(names, loaded)]
@@ -155,8 +154,8 @@ class Batch:
         runner = None
         for index, cell in todo:
             photo = self.photos[index]
-            if runner is None or runner.grid is not photo.grid:   # one photo in memory at a time
-                runner = None
+            if runner is None or runner.grid is not photo.grid:
+                runner = None   # the last photo's pixels go before the next one's are read
                 runner = Sweep(photo.grid, imaging.load(photo.source), self.folder / photo.name,
                                tile=self.tile, scorer=self.scorer, store=self.store)
             relay = tally.start(cell.label, photo.costs[cell.id], photo=index + 1, photos=len(self.photos))

@@ -129,8 +129,8 @@ def index_sheet(photos: Sequence[tuple[str, Image.Image, list[dict]]], folder: P
     draw = ImageDraw.Draw(sheet)
     cells = [record for _, _, records in photos for record in records]
     done = sum(r["status"] == "done" for r in cells)
-    title = (f"{len(photos)} photos · {done}/{len(cells)} cells done · each photo's best "
-             f"(style + content) framed")
+    title = (f"{len(photos)} photo{'' if len(photos) == 1 else 's'} · {done}/{len(cells)} cells done · "
+             f"each photo's best (style + content) framed")
     draw.text((PAD, PAD), _fit_text(draw, title, font, width - 2 * PAD), fill="black", font=font)
     y = head_h
     for (name, picture, records), count in zip(photos, lines):

@@ -108,13 +108,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     # before loading anything: the count over the whole batch
     sweep.check_count(options, len(args.style) + len(args.preset), args.max_cells, photos=len(inputs.photos))
     folder = sweep.check_folder(args.output)
-    if inputs.skipped and not args.quiet:
-        shown = ", ".join(Path(name).name for name in inputs.skipped[:5])
-        more = f" and {len(inputs.skipped) - 5} more" if len(inputs.skipped) > 5 else ""
-        what = "file that is not an image" if len(inputs.skipped) == 1 else "files that are not images"
-        print(f"{PROG}: note: skipped {len(inputs.skipped)} {what}: {shown}{more}", file=sys.stderr)
     if inputs.batch:
-        return run_batch(args, options, inputs.photos, folder)
+        return run_batch(args, options, inputs, folder)
     return _run_one(args, options, inputs.photos[0], folder)
 
 
@@ -141,11 +136,17 @@ def _run_one(args: argparse.Namespace, options, photo: str, folder: Path) -> int
     return 0
 
 
-def run_batch(args: argparse.Namespace, options, photos: tuple[str, ...], folder: Path) -> int:
+def run_batch(args: argparse.Namespace, options, inputs, folder: Path) -> int:
     """Several photos × the grid: every photo read and every cell checked before any render."""
     from impasto import batch
 
-    prepared = batch.prepare(photos, options, _sweep_styles(args), max_cells=args.max_cells, tile=args.tile)
+    prepared = batch.prepare(inputs.photos, options, _sweep_styles(args), max_cells=args.max_cells,
+                             tile=args.tile)
+    if inputs.skipped and not args.quiet:   # after the checks, so a bad batch stays one line
+        shown = ", ".join(Path(name).name for name in inputs.skipped[:5])
+        more = f" and {len(inputs.skipped) - 5} more" if len(inputs.skipped) > 5 else ""
+        what = "file that is not an image" if len(inputs.skipped) == 1 else "files that are not images"
+        print(f"{PROG}: note: skipped {len(inputs.skipped)} {what}: {shown}{more}", file=sys.stderr)
     runner = batch.Batch(prepared, folder, tile=args.tile)
     todo = len(runner.pending())
     bar = SweepBar(enabled=not args.quiet)
@@ -153,7 +154,7 @@ def run_batch(args: argparse.Namespace, options, photos: tuple[str, ...], folder
         results = runner.run(bar)
     except KeyboardInterrupt:
         bar.close()
-        print(f"{PROG}: interrupted; {runner.done()} of {runner.cells()} cells of {len(prepared)} photos "
+        print(f"{PROG}: interrupted; {runner.done()} of {runner.cells()} cells of {_photos(len(prepared))} "
               f"are done in {folder}; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -168,7 +169,7 @@ def _batch_summary(folder: Path, photos: list, results: list[list[dict]], render
     from impasto.sweep import INDEX_CSV, INDEX_JSON, SHEET, best
 
     cells = sum(map(len, results))
-    print(f"rendered {rendered} of {cells} cells for {len(photos)} photos ({cells - rendered} were done) "
+    print(f"rendered {rendered} of {cells} cells for {_photos(len(photos))} ({cells - rendered} were done) "
           f"in {folder}")
     print(f"index sheet: {folder / INDEX_SHEET}   index: {folder / INDEX_JSON}, {folder / INDEX_CSV}")
     for photo, records in zip(photos, results):
@@ -178,6 +179,10 @@ def _batch_summary(folder: Path, photos: list, results: list[list[dict]], render
             line += (f"  best: {top['label']} (style {top['scores']['style']:.3f}, "
                      f"content {top['scores']['content']:.3f})")
         print(line)
+
+
+def _photos(count: int) -> str:
+    return f"{count} photo" if count == 1 else f"{count} photos"
 
 
 def _sweep_styles(args: argparse.Namespace) -> list:
