@@ -188,15 +188,15 @@ def test_batch_progress_counts_cells_and_photos_and_the_eta_starts_after_a_cell(
 
 
 def test_the_eta_is_the_finished_cells_pace_times_the_work_left(monkeypatch):
-    clock = iter([0.0, 10.0, 10.0, 12.0])   # start 1, finish 1, start 2, a report during 2
+    clock = iter([0.0, 10.0, 10.0])   # start 1, finish 1, start 2
     monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
     seen = []
     tally = sweep.Tally([(2, 100.0), (2, 300.0)], seen.append)
     tally.start("a", (2, 100.0))
     tally.finish()
     report = tally.start("b", (2, 300.0), photo=2, photos=2)
-    report(type("Progress", (), {"iteration": 1, "losses": {}})())
-    assert seen[0].eta == pytest.approx(10.0 / 100.0 * 300.0 - 2.0)
+    report(type("Progress", (), {"iteration": 1, "fraction": 0.5, "losses": {}})())   # half of cell 2
+    assert seen[0].eta == pytest.approx(10.0 / 100.0 * (300.0 - 150.0))
     assert (seen[0].iteration, seen[0].total, seen[0].cell, seen[0].photo) == (3, 4, 2, 2)
 
 

@@ -287,7 +287,8 @@ SweepCallback = Callable[[SweepProgress], None]
 
 class Tally:
     """Counts a run's iterations and cells and estimates the time left from the finished
-    cells: their seconds per unit of work (``cell_cost``) times the work still to do."""
+    cells: their seconds per unit of work (``cell_cost``) times the work still to do (the
+    cell being rendered counted by the share of its iterations still to run)."""
 
     def __init__(self, costs: Sequence[tuple[int, float]], callback: SweepCallback | None):
         self.callback, self.cells = callback, len(costs)
@@ -304,8 +305,9 @@ class Tally:
         number, callback = self.cell, self.callback
 
         def report(progress) -> None:
+            eta = self.eta(min(1.0, progress.fraction))   # the cell's share of its pixel-work done
             callback(SweepProgress(min(self.iterations_done + progress.iteration, self.total), self.total,
-                                   number, self.cells, label, progress.losses, photo, photos, self.eta()))
+                                   number, self.cells, label, progress.losses, photo, photos, eta))
         return report
 
     def finish(self) -> None:
@@ -314,11 +316,11 @@ class Tally:
         self.work_done, self.work_left = self.work_done + work, self.work_left - work
         self.seconds += time.perf_counter() - self.started
 
-    def eta(self) -> float | None:
+    def eta(self, share: float = 0.0) -> float | None:
+        """Seconds left when ``share`` of the current cell's iterations are done."""
         if self.work_done <= 0:
             return None
-        running = time.perf_counter() - self.started
-        return max(0.0, self.seconds / self.work_done * self.work_left - running)
+        return max(0.0, self.seconds / self.work_done * (self.work_left - share * self.current[1]))
 
 
 def check_folder(path: Path | str) -> Path:

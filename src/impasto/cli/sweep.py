@@ -55,7 +55,7 @@ def add_sweep(commands, common: argparse.ArgumentParser) -> None:
     sweep.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, metavar="N",
                        help=f"refuse larger grids (default: {DEFAULT_MAX_CELLS})")
     sweep.add_argument("--tile", type=int, default=256, metavar="N",
-                       help="thumbnail size on the contact sheet (default: 256)")
+                       help="thumbnail size on the contact sheets and the index sheet (default: 256)")
     group = sweep.add_argument_group("render options (a comma-separated list of values is swept)")
     sweep.set_defaults(handler=run_sweep, param_names=add_sweep_options(group, RenderParams))
 
