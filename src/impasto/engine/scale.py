@@ -312,6 +312,10 @@ def extractor_for(params: RenderParams) -> VGGFeatures:
     """The truncated VGG that ``params``' layers, model, weights and device call for."""
     # portrait mode may hold a small face's features at a shallower layer (masks.detail_layer)
     detail = [name for name, _ in DETAIL_LAYERS] if params.portrait != "off" else []
+    if params.style_loss == "nnst":
+        from impasto.engine.nnst import NNST_LAYERS
+
+        detail += NNST_LAYERS
     return build_extractor(params.model, [*params.content_layers, *params.style_layers, *detail],
                            pooling=params.pooling, weights=params.weights, allow_download=params.download,
                            device=resolve_device(params.device), precision=params.precision)

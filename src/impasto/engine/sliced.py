@@ -48,7 +48,10 @@ from torch import nn
 
 from impasto.engine.losses import _NormalizeGradient
 
-SW_SCALE = 2e5          # see the module docstring: sets the loss against the Gram loss
+# Sets the loss against the Gram loss (module docstring): at a photo start (tubingen × starry
+# night, 256 px, default weights) the Gram loss's pixel gradient is 21.3 on average, this
+# loss's 1.1e-4 per unit of scale; both fall as 1/positions, so one constant holds at any size.
+SW_SCALE = 2e5
 MAX_LEVELS = 1 << 16      # quantile levels kept of a style's sorted projections
 HISTOGRAM_BINS = 2048     # per direction, in the tiled objective's first pass
 EXACT_VALUES = 1 << 24    # a tiled layer of at most this many positions × directions is sorted

@@ -409,6 +409,11 @@ class TiledObjective(nn.Module):
             surrogate = surrogate + scales.get(("style", name), 1.0) * term
         style = 0.0
         for index, term in enumerate(self.terms):
+            if hasattr(term, "tile_loss"):   # a sum over positions (nnst): the tile's share itself
+                value = term.tile_loss(feats, tile, self.geometry)
+                style += float(value.detach())
+                surrogate = surrogate + value
+                continue
             with torch.no_grad():
                 value, grads = term.tile_grads({n: f.detach() for n, f in feats.items()}, tile, self.geometry)
             style += value
