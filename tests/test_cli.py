@@ -202,6 +202,9 @@ BAD_INPUTS = {
     "region mask, one style": (lambda t: {"extra": ["--mask", white(t / "m.png")]}, "at least two styles"),
     "portrait strength": (lambda t: {"extra": ["--portrait-strength", "2"]}, "portrait-strength"),
     "portrait mode unknown": (lambda t: {"extra": ["--portrait", "maybe"]}, "maybe"),
+    "style loss unknown": (lambda t: {"extra": ["--style-loss", "wasserstein"]}, "wasserstein"),
+    "sw projections negative": (lambda t: {"extra": ["--style-loss", "sw", "--sw-projections", "-1"]},
+                                "sw-projections"),
 }
 
 

@@ -82,6 +82,14 @@ def test_grid_expands_every_combination_with_labels_and_stable_ids():
     assert not {c.id for c in other_photo.cells} & {c.id for c in grid.cells}
 
 
+def test_the_style_loss_is_an_axis_like_any_choice():
+    options = sweep.parse_options({"style_loss": "gram,sw,nnst", "image_size": "32"})
+    assert [(a.name, a.values) for a in options.axes] == [("style_loss", ("gram", "sw", "nnst"))]
+    grid = sweep.build_grid(options, torch.rand(1, 3, 40, 40), styles_of(1))
+    assert [c.params.style_loss for c in grid.cells] == ["gram", "sw", "nnst"]
+    assert len({c.id for c in grid.cells}) == 3
+
+
 def test_one_style_and_no_axes_is_one_cell_named_by_its_style():
     grid = sweep.build_grid(sweep.parse_options({"image_size": "32"}), torch.rand(1, 3, 40, 40), styles_of(3))
     assert [c.label for c in grid.cells] == ["cell"] and grid.axes == () and grid.columns == 1
@@ -113,6 +121,8 @@ BAD_RANGES = {
     "twice": ({"content_weight": "1,1.0"}, "--content-weight: the value 1 is given twice"),
     "empty list": ({"style_layers": "relu1_1;"}, "--style-layers relu1_1;: an empty value"),
     "not sweepable": ({"save_iter": "1,2"}, "--save-iter: not an option a sweep takes"),
+    "unknown style loss": ({"style_loss": "gram,sinkhorn"},
+                           "--style-loss sinkhorn: Input should be 'gram', 'sw' or 'nnst'"),
 }
 
 

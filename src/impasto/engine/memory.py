@@ -170,8 +170,52 @@ def _phases(params: RenderParams, height: int, width: int, guide, styles: Sequen
     else:
         optimiser = 6 * image   # image, its grad, two moments, the tiled gradient and its product
     photo = image if params.original_colors else 0
-    return Phases(setup=image + style_images + held, start=3 * image + held,
-                  evaluate=optimiser + photo + held)
+    kept, built, evaluated = style_term_bytes(params, height, width, guide, styles, tiled=tiled)
+    held += kept
+    return Phases(setup=image + style_images + held + built, start=3 * image + held,
+                  evaluate=optimiser + photo + held + evaluated)
+
+
+# sw on the whole image: autograd keeps each layer's projections, their sort (values and
+# int64 order) and the quantiles they are matched to — about 24 bytes a value (estimated
+# from the tensors' sizes, not measured: bench/phases.py does not cover sw yet)
+SW_WHOLE_BYTES = 24
+
+
+def style_term_bytes(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]], *,
+                     tiled: bool) -> tuple[int, int, int]:
+    """(kept, set-up, evaluation) bytes of the sw or nnst style term: what it holds for the
+    whole scale (sw: the style's quantile tables and, tiled, each sorted layer's projections
+    and levels, or the binned layers' histograms; nnst: the style bank and the index map),
+    what building it adds (the style's features), and what one evaluation adds."""
+    if params.style_loss == "nnst":
+        from impasto.engine.nnst import nnst_bytes
+
+        return nnst_bytes(params, height, width, guide, styles, tiled=tiled)
+    if params.style_loss != "sw":
+        return 0, 0, 0
+    from impasto.engine import sliced
+
+    geometry = model_geometry(params.model, params.style_layers)
+    regions = 1 if guide is None or not guide.active else guide.style_mask_count()
+    kept = built = evaluated = 0
+    for info in geometry.layers:
+        if info.name not in params.style_layers:
+            continue
+        projections = params.sw_projections or info.channels
+        positions = (height // info.stride) * (width // info.stride)
+        style_positions = [(rows // info.stride) * (cols // info.stride) for rows, cols in styles]
+        kept += sum(min(sliced.MAX_LEVELS, n) for n in style_positions) * projections * 4
+        built += sum(style_positions) * info.channels * 4
+        values = positions * projections
+        if not tiled:
+            evaluated += values * SW_WHOLE_BYTES
+        elif values <= sliced.EXACT_VALUES:
+            kept += values * (4 + 4 * regions)
+            evaluated += values * 8            # the argsort's order
+        else:
+            kept += regions * projections * (sliced.HISTOGRAM_BINS + 2) * 8 * 3   # mass, below, a copy
+    return kept, built, evaluated
 
 
 def _pair_bytes(height: int, width: int) -> int:

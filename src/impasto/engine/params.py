@@ -62,6 +62,17 @@ class RenderParams(BaseModel):
                                     description="layers for the style loss (comma-separated)")
     style_layer_weights: list[float] | None = Field(
         None, description="one weight per style layer (comma-separated); default: equal")
+    style_loss: Literal["gram", "sw", "nnst"] = Field(
+        "gram", description="style statistics: Gram matrices (Gatys), sliced Wasserstein (sw: the "
+                            "features' full distribution along random directions, Heitz et al. 2021) "
+                            "or neural neighbours (nnst: each position matched to its nearest style "
+                            "feature, Kolkin et al. 2022)")
+    sw_projections: int = Field(0, ge=0, le=4096,
+                                description="with --style-loss sw: random directions per layer (0: as "
+                                            "many as the layer has channels)")
+    style_gram: float = Field(0.0, ge=0, allow_inf_nan=False,
+                              description="with --style-loss sw or nnst: add the Gram term too, at this "
+                                          "share of --style-weight (0: off)")
     style_scale: float = Field(1.0, gt=0, le=8, allow_inf_nan=False,
                                description="style image size relative to the output")
     start_size: int = Field(256, ge=0, le=MAX_IMAGE_SIZE,

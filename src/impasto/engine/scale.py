@@ -26,7 +26,8 @@ from impasto.engine.losses import ContentLoss, StyleLoss, gram, tv_loss
 from impasto.engine.masks import DETAIL_LAYERS, Guide
 from impasto.engine.memory import MemoryPlan, plan_memory
 from impasto.engine.params import RenderParams
-from impasto.engine.targets import style_targets
+from impasto.engine.sliced import SlicedLoss, sliced_targets
+from impasto.engine.targets import gram_share, style_targets
 from impasto.engine.tiling import build_tiled_objective, format_tile, needs_tiles
 from impasto.engine.units import PIXEL_SCALE
 from impasto.errors import ParamError, RenderDiverged
@@ -89,20 +90,26 @@ def fit_size(image: torch.Tensor, longest_side: int) -> torch.Tensor:
 
 class Objective(torch.nn.Module):
     """The total loss of an image: weighted content, style and TV terms (and, continuing
-    a preview, the term that keeps it: anchor.PreviewAnchor)."""
+    a preview, the term that keeps it: anchor.PreviewAnchor). ``style_losses`` take their
+    layer's features (Gram: losses.StyleLoss, sw: sliced.SlicedLoss); ``style_terms`` the
+    whole dict of features (nnst's hypercolumns)."""
 
     def __init__(self, extractor: VGGFeatures, content_losses: dict[str, ContentLoss],
-                 style_losses: dict[str, StyleLoss], tv_weight: float, anchor: PreviewAnchor | None = None):
+                 style_losses: dict[str, torch.nn.Module], tv_weight: float, anchor: PreviewAnchor | None = None,
+                 style_terms: Sequence[torch.nn.Module] = ()):
         super().__init__()
         self.extractor = extractor
         self.content_losses = torch.nn.ModuleDict(content_losses)
         self.style_losses = torch.nn.ModuleDict(style_losses)
+        self.style_terms = torch.nn.ModuleList(style_terms)
         self.tv_weight, self.anchor = tv_weight, anchor
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         feats = self.extractor(pixels)
         content = sum(loss(feats[name]) for name, loss in self.content_losses.items())
-        style = sum(loss(feats[name]) for name, loss in self.style_losses.items())
+        # a key is "layer" or "kind:layer" (sw with the Gram term beside it)
+        style = sum(loss(feats[name.rpartition(":")[2]]) for name, loss in self.style_losses.items())
+        style = style + sum(term(feats) for term in self.style_terms)
         tv = tv_loss(pixels, self.tv_weight) if self.tv_weight else pixels.new_zeros(())
         parts = {"content": content, "style": style, "tv": tv}
         if self.anchor is not None:
@@ -114,15 +121,17 @@ class Objective(torch.nn.Module):
 def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
                     params: RenderParams, guide: Guide | None = None,
                     anchor: PreviewAnchor | None = None) -> Objective:
-    """Content features and style Grams of the targets, wrapped as losses.
+    """Content features and style targets (Grams, sliced quantiles or a style bank), wrapped
+    as losses.
 
-    Without regions the styles' Grams are blended into one target; with ``guide.regions``
+    Without regions the styles' targets are blended into one; with ``guide.regions``
     style k is region k's target. ``guide`` (at the content's size) also weights the
-    content term per position and masks the Grams (portrait mode)."""
+    content term per position and masks the style statistics (portrait mode)."""
     with torch.no_grad():
         content_feats = extractor(content * PIXEL_SCALE)
-        style_grams = _style_targets(extractor, styles, params, guide)
+        style_feats = [extractor(style * PIXEL_SCALE) for style in styles]
     guide = guide if guide is not None and guide.active else None
+    regions = guide is not None and guide.regions is not None
 
     def size(name: str) -> tuple[int, int]:
         return tuple(content_feats[name].shape[-2:])
@@ -133,20 +142,28 @@ def build_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Seque
                                         weights=guide and guide.content_weights(*size(name), name))
                       for name in layers}
     region_weights = guide and guide.style_region_weights()
-    style_losses = {name: StyleLoss(style_grams[name], params.style_weight * lw, norm,
-                                    masks=guide and guide.style_masks(*size(name)), region_weights=region_weights)
-                    for name, lw in zip(params.style_layers, params.layer_weights())}
-    return Objective(extractor, content_losses, style_losses, params.tv_weight, anchor)
+    style_losses, terms = {}, []
+    if gram_share(params) > 0:
+        with torch.no_grad():
+            per_style = [{name: gram(feats[name]) for name in params.style_layers} for feats in style_feats]
+            style_grams = style_targets(per_style, params, regions=regions)
+        style_losses = {name: StyleLoss(style_grams[name], params.style_weight * gram_share(params) * lw, norm,
+                                        masks=guide and guide.style_masks(*size(name)),
+                                        region_weights=region_weights)
+                        for name, lw in zip(params.style_layers, params.layer_weights())}
+    if params.style_loss == "sw":
+        with torch.no_grad():
+            targets = sliced_targets(style_feats, params, None if regions else params.blend_weights(len(styles)))
+        for name, lw in zip(params.style_layers, params.layer_weights()):
+            style_losses[f"sw:{name}"] = SlicedLoss(*targets[name], params.style_weight * lw, norm,
+                                                    masks=guide and guide.style_masks(*size(name)),
+                                                    region_weights=region_weights)
+    elif params.style_loss == "nnst":
+        from impasto.engine.nnst import build_nnst_term
 
-
-def _style_targets(extractor: VGGFeatures, styles: Sequence[torch.Tensor], params: RenderParams,
-                   guide: Guide | None) -> dict[str, torch.Tensor]:
-    """Per style layer: the blended C×C Gram, or R×C×C (one per region) with regions."""
-    per_style = []
-    for style in styles:
-        feats = extractor(style * PIXEL_SCALE)
-        per_style.append({name: gram(feats[name]) for name in params.style_layers})
-    return style_targets(per_style, params, regions=guide is not None and guide.regions is not None)
+        terms.append(build_nnst_term(extractor, content, styles, params, guide))
+    del style_feats
+    return Objective(extractor, content_losses, style_losses, params.tv_weight, anchor, style_terms=terms)
 
 
 def initial_pixels(content: torch.Tensor, params: RenderParams, extractor: VGGFeatures,
@@ -295,6 +312,10 @@ def extractor_for(params: RenderParams) -> VGGFeatures:
     """The truncated VGG that ``params``' layers, model, weights and device call for."""
     # portrait mode may hold a small face's features at a shallower layer (masks.detail_layer)
     detail = [name for name, _ in DETAIL_LAYERS] if params.portrait != "off" else []
+    if params.style_loss == "nnst":
+        from impasto.engine.nnst import NNST_LAYERS
+
+        detail += NNST_LAYERS
     return build_extractor(params.model, [*params.content_layers, *params.style_layers, *detail],
                            pooling=params.pooling, weights=params.weights, allow_download=params.download,
                            device=resolve_device(params.device), precision=params.precision)

@@ -23,3 +23,8 @@ def style_targets(per_style: Sequence[dict[str, torch.Tensor]], params: RenderPa
         return {name: torch.stack([grams[name] for grams in per_style]) for name in params.style_layers}
     blend = params.blend_weights(len(per_style))
     return {name: sum(w * grams[name] for w, grams in zip(blend, per_style)) for name in params.style_layers}
+
+
+def gram_share(params: RenderParams) -> float:
+    """The Gram term's share of ``style_weight``: all of it for ``gram``, ``style_gram`` else."""
+    return 1.0 if params.style_loss == "gram" else params.style_gram

@@ -28,8 +28,9 @@ from torch import nn
 
 from impasto.engine.features import VGGFeatures
 from impasto.engine.params import RenderParams
-from impasto.engine.targets import style_targets
-from impasto.engine.tiling.geometry import Tile, TileSize, check_size, extractor_geometry
+from impasto.engine.sliced import SlicedHistogram, mask_rows, sliced_targets
+from impasto.engine.targets import gram_share, style_targets
+from impasto.engine.tiling.geometry import Geometry, Tile, TileSize, check_size, extractor_geometry
 from impasto.engine.tiling.plan import plan_tiles
 from impasto.engine.units import PIXEL_SCALE
 from impasto.errors import ParamError
@@ -66,9 +67,11 @@ def tiled_features(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequenc
 
 def _gram_sums(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[str],
                tiles: Sequence[Tile], geometry: Geometry,
-               masks: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+               masks: dict[str, torch.Tensor] | None = None,
+               terms: Sequence[TiledTerm] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer: Σ (mF)ᵀ(mF) over every tile's inner region for each of R masks (R×C×C),
-    and their element counts C·Σm² (R values); without masks R = 1 and m = 1."""
+    and their element counts C·Σm² (R values); without masks R = 1 and m = 1. Each of
+    ``terms`` collects its own statistics from the same forwards (``TiledTerm.collect``)."""
     sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
         for tile in tiles:
@@ -79,7 +82,36 @@ def _gram_sums(extractor: VGGFeatures, pixels: torch.Tensor, layers: Sequence[st
                 grams, counts = _masked_sums(crop, _mask_crop(masks, name, tile, stride))
                 total, count = sums.get(name, (0, 0))
                 sums[name] = (total + grams, count + counts)
+            for term in terms:
+                term.collect(feats, tile, geometry)
     return sums
+
+
+class TiledTerm:
+    """A style term of the tiled objective other than the Gram (sw, nnst): what each pass
+    asks of it. ``weights`` per layer are its losses' weights (for ``normalize_gradients``)."""
+
+    layers: list[str]
+    weights: dict[str, float]
+
+    def prepare(self, extractor: VGGFeatures, pixels: torch.Tensor, tiles: Sequence[Tile],
+                geometry: Geometry) -> None:
+        """Before the first pass: anything it needs a pass of its own for (once, or never)."""
+
+    def start(self) -> None:
+        """The first pass begins."""
+
+    def collect(self, feats: dict[str, torch.Tensor], tile: Tile, geometry: Geometry) -> None:
+        """The first pass: one tile's features (no grad)."""
+
+    def finish(self) -> None:
+        """The first pass has seen every tile."""
+
+    def tile_grads(self, feats: dict[str, torch.Tensor], tile: Tile, geometry: Geometry
+                   ) -> tuple[float, dict[str, torch.Tensor]]:
+        """The second pass: this tile's share of the term's value, and per layer the global
+        loss's gradient w.r.t. the tile's inner features (shaped as the inner crop)."""
+        raise NotImplementedError
 
 
 def _mask_crop(masks: dict[str, torch.Tensor] | None, name: str, tile: Tile, stride: int
@@ -150,6 +182,54 @@ def _tv_into(pixels: torch.Tensor, weight: float, grad: torch.Tensor) -> float:
     return total
 
 
+class SlicedTerm(TiledTerm):
+    """The sliced-Wasserstein loss of each style layer, tiled (``sliced.SlicedHistogram``):
+    the first pass bins the projections, the second maps them through the global CDF."""
+
+    def __init__(self, layers: dict[str, SlicedHistogram], weights: dict[str, float],
+                 masks: dict[str, torch.Tensor] | None = None):
+        self.histograms, self.weights, self.masks = layers, weights, masks
+        self.layers = list(layers)
+
+    def _rows(self, feats, tile: Tile, geometry: Geometry, name: str):
+        stride = geometry.strides[name]
+        crop = feats[name][(..., *tile.local(stride))]
+        masks = _mask_crop(self.masks, name, tile, stride)
+        return crop, self.histograms[name].project(crop), None if masks is None else mask_rows(masks)
+
+    def prepare(self, extractor, pixels, tiles, geometry) -> None:
+        if not any(h.needs_range for h in self.histograms.values()):
+            return
+        with torch.no_grad():   # the first evaluation: the projections' range, a pass of its own
+            for tile in tiles:
+                feats = extractor(pixels[(..., *tile.window)])
+                for name, histogram in self.histograms.items():
+                    histogram.observe(self._rows(feats, tile, geometry, name)[1])
+
+    def start(self) -> None:
+        for name, histogram in self.histograms.items():
+            histogram.start(1 if self.masks is None else self.masks[name].shape[0])
+
+    def collect(self, feats, tile, geometry) -> None:
+        for name, histogram in self.histograms.items():
+            _, x, m = self._rows(feats, tile, geometry, name)
+            histogram.collect(x, m, key=tile)
+
+    def finish(self) -> None:
+        for histogram in self.histograms.values():
+            histogram.finish()
+
+    def tile_grads(self, feats, tile, geometry):
+        value, grads = 0.0, {}
+        for name, histogram in self.histograms.items():
+            crop, x, m = self._rows(feats, tile, geometry, name)
+            part, rows = histogram.value_and_grad(x, m, key=tile)
+            value += part
+            _, channels, height, width = crop.shape
+            grads[name] = rows.to(crop.dtype).reshape(1, height, width, channels).permute(0, 3, 1, 2)
+        return value, grads
+
+
 class _InjectGradient(torch.autograd.Function):
     """A precomputed loss whose backward hands ``pixels`` the precomputed gradient."""
 
@@ -179,7 +259,7 @@ class TiledObjective(nn.Module):
                  style_weights: dict[str, float], tv_weight: float, tile_size: TileSize,
                  normalize: bool = False, content_weights: dict[str, torch.Tensor] | None = None,
                  style_masks: dict[str, torch.Tensor] | None = None, region_weights: list[float] | None = None,
-                 anchor=None):
+                 anchor=None, terms: Sequence[TiledTerm] = ()):
         super().__init__()
         if set(style_weights) != set(style_grams):
             raise ParamError("style weights and style Grams must name the same layers")
@@ -189,7 +269,9 @@ class TiledObjective(nn.Module):
         self.content_weight, self.style_weights = content_weight, dict(style_weights)
         self.tv_weight, self.normalize = tv_weight, normalize
         self.anchor = anchor   # anchor.PreviewAnchor: keep the preview this print continues
-        self.geometry = extractor_geometry(extractor, [*self.content_targets, *self.style_grams])
+        self.terms = list(terms)   # sw / nnst (TiledTerm), beside or instead of the Grams
+        self.geometry = extractor_geometry(extractor, [*self.content_targets, *self.style_grams,
+                                                       *(name for term in self.terms for name in term.layers)])
         self.tile_size = tile_size
         # masks.Guide at each layer's resolution: per-position content weights (1×1×h×w)
         # and region/face masks of the Grams (R×1×h×w, with R target Grams per layer)
@@ -222,8 +304,8 @@ class TiledObjective(nn.Module):
         tiles = self.tiles(*pixels.shape[-2:])
         style, style_grads = self._style_pass(pixels, tiles)
         scales = self._norm_pass(pixels, tiles, style_grads) if self.normalize else {}
-        content, grad = self._grad_pass(pixels, tiles, style_grads, scales)
-        parts = {"content": content, "style": style,
+        content, term_style, grad = self._grad_pass(pixels, tiles, style_grads, scales)
+        parts = {"content": content, "style": style + term_style,
                  "tv": _tv_into(pixels, self.tv_weight, grad) if self.tv_weight else 0.0}
         if self.anchor is not None:
             parts["preview"] = self.anchor.loss_into(pixels, grad)
@@ -234,10 +316,15 @@ class TiledObjective(nn.Module):
                     ) -> tuple[float, dict[str, tuple[torch.Tensor, int]]]:
         """Pass 1: the global style loss, and per layer dL/dG with the layer's C·H·W."""
         value, grads = 0.0, {}
-        if not self.style_grams:
+        for term in self.terms:
+            term.prepare(self.extractor, pixels, tiles, self.geometry)
+            term.start()
+        if not self.style_grams and not self.terms:
             return value, grads
         sums = _gram_sums(self.extractor, pixels, list(self.style_grams), tiles, self.geometry,
-                          self.style_masks)
+                          self.style_masks, self.terms)
+        for term in self.terms:
+            term.finish()
         for name, (total, count) in sums.items():
             diff = total / count[:, None, None] - self.style_grams[name]  # R×C×C
             weight, channels = self.style_weights[name], diff.shape[-1]
@@ -264,8 +351,12 @@ class TiledObjective(nn.Module):
                     crop = feats[name][(..., *tile.local(stride))]
                     grad = _style_feature_grad(crop, dgram, count, _mask_crop(self.style_masks, name, tile, stride))
                     norms["style", name] = norms.get(("style", name), 0.0) + float(grad.abs().sum())
+                for index, term in enumerate(self.terms):
+                    for name, grad in term.tile_grads(feats, tile, self.geometry)[1].items():
+                        norms[index, name] = norms.get((index, name), 0.0) + float(grad.abs().sum())
         weights = {("content", name): self.content_weight for name in self.content_targets}
         weights |= {("style", name): self.style_weights[name] for name in style_grads}
+        weights |= {(index, name): w for index, term in enumerate(self.terms) for name, w in term.weights.items()}
         return {key: weights[key] / (norms.get(key, 0.0) + NORMALIZE_EPS) for key in weights}
 
     def _content_weight(self, name: str, tile: Tile) -> torch.Tensor | float:
@@ -280,22 +371,25 @@ class TiledObjective(nn.Module):
 
     def _grad_pass(self, pixels: torch.Tensor, tiles: Sequence[Tile],
                    style_grads: dict[str, tuple[torch.Tensor, int]],
-                   scales: dict[tuple[str, str], float]) -> tuple[float, torch.Tensor]:
-        """Pass 2: the content loss, and the gradient of the whole loss but TV, tile by tile."""
-        grad, content = torch.zeros_like(pixels), 0.0
+                   scales: dict[tuple[str, str], float]) -> tuple[float, float, torch.Tensor]:
+        """Pass 2: the content loss, the terms' style loss, and the gradient of the whole loss
+        but TV, tile by tile."""
+        grad, content, style = torch.zeros_like(pixels), 0.0, 0.0
         for tile in tiles:
             leaf = pixels[(..., *tile.window)].clone().requires_grad_(True)
             with torch.enable_grad():
-                surrogate, tile_content = self._surrogate(leaf, tile, style_grads, scales)
+                surrogate, tile_content, tile_style = self._surrogate(leaf, tile, style_grads, scales)
             content += tile_content
+            style += tile_style
             if surrogate.requires_grad:
                 surrogate.backward()
                 grad[(..., *tile.window)] += leaf.grad
-        return content, grad
+        return content, style, grad
 
     def _surrogate(self, leaf: torch.Tensor, tile: Tile, style_grads: dict[str, tuple[torch.Tensor, int]],
-                   scales: dict[tuple[str, str], float]) -> tuple[torch.Tensor, float]:
-        """A scalar whose gradient w.r.t. the tile's inner features is the global loss's."""
+                   scales: dict[tuple[str, str], float]) -> tuple[torch.Tensor, float, float]:
+        """A scalar whose gradient w.r.t. the tile's inner features is the global loss's,
+        the tile's content loss and its share of the terms' style loss."""
         feats = self.extractor(leaf)
         surrogate, content = leaf.new_zeros(()), 0.0
         for name, target in self.content_targets.items():
@@ -313,7 +407,21 @@ class TiledObjective(nn.Module):
             # its value is not the loss.
             term = ((dgram * grams).sum(dim=(1, 2)) / count).sum()
             surrogate = surrogate + scales.get(("style", name), 1.0) * term
-        return surrogate, content
+        style = 0.0
+        for index, term in enumerate(self.terms):
+            if hasattr(term, "tile_loss"):   # a sum over positions (nnst): the tile's share itself
+                value = term.tile_loss(feats, tile, self.geometry)
+                style += float(value.detach())
+                surrogate = surrogate + value
+                continue
+            with torch.no_grad():
+                value, grads = term.tile_grads({n: f.detach() for n, f in feats.items()}, tile, self.geometry)
+            style += value
+            for name, g in grads.items():
+                crop = feats[name][(..., *tile.local(self.geometry.strides[name]))]
+                # ⟨g, F⟩ has gradient g in F: the term's own gradient, handed to autograd
+                surrogate = surrogate + scales.get((index, name), 1.0) * (g * crop).sum()
+        return surrogate, content, style
 
 
 def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
@@ -334,10 +442,14 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
                       else params.content_layers)
     content_targets = tiled_features(extractor, content * PIXEL_SCALE, content_layers,
                                      tile_size=tile_size, dtype=target_dtype)
-    per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
-                 for style in styles]
-    style_grams = style_targets(per_style, params, regions=guide is not None and guide.regions is not None)
-    style_weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
+    regions = guide is not None and guide.regions is not None
+    style_grams, style_weights = {}, {}
+    if gram_share(params) > 0:
+        per_style = [tiled_grams(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
+                     for style in styles]
+        style_grams = style_targets(per_style, params, regions=regions)
+        style_weights = dict(zip(params.style_layers, (params.style_weight * gram_share(params) * lw
+                                                       for lw in params.layer_weights())))
     content_weights = style_masks = region_weights = None
     if guide is not None:
         geometry = extractor_geometry(extractor, [*content_layers, *params.style_layers])
@@ -355,7 +467,32 @@ def build_tiled_objective(extractor: VGGFeatures, content: torch.Tensor, styles:
         style_masks = {name: guide.style_masks(*layer_size(name)).to(content.device, mask_dtype)
                        for name in params.style_layers}
         region_weights = guide.style_region_weights()
+    terms = _style_terms(extractor, content, styles, params, tile_size, guide, style_masks, region_weights)
     return TiledObjective(extractor, content_targets, style_grams, content_weight=params.content_weight,
                           style_weights=style_weights, tv_weight=params.tv_weight, tile_size=tile_size,
                           normalize=params.normalize_gradients, content_weights=content_weights,
-                          style_masks=style_masks, region_weights=region_weights, anchor=anchor)
+                          style_masks=style_masks, region_weights=region_weights, anchor=anchor, terms=terms)
+
+
+def _style_terms(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 params: RenderParams, tile_size: TileSize, guide, style_masks, region_weights) -> list[TiledTerm]:
+    """The tiled objective's sw or nnst term (none for ``gram``), aiming at the same targets
+    as the whole-image objective's."""
+    weights = dict(zip(params.style_layers, (params.style_weight * lw for lw in params.layer_weights())))
+    if params.style_loss == "sw":
+        style_feats = [tiled_features(extractor, style * PIXEL_SCALE, params.style_layers, tile_size=tile_size)
+                       for style in styles]
+        regions = guide is not None and guide.regions is not None
+        targets = sliced_targets(style_feats, params, None if regions else params.blend_weights(len(styles)))
+        del style_feats
+        geometry = extractor_geometry(extractor, params.style_layers)
+        height, width = content.shape[-2:]
+        histograms = {name: SlicedHistogram(*targets[name], weights[name], region_weights=region_weights,
+                                            positions=(height // geometry.strides[name]) * (width // geometry.strides[name]))
+                      for name in params.style_layers}
+        return [SlicedTerm(histograms, weights, style_masks)]
+    if params.style_loss == "nnst":
+        from impasto.engine.nnst import build_tiled_nnst_term
+
+        return [build_tiled_nnst_term(extractor, content, styles, params, tile_size=tile_size, guide=guide)]
+    return []
