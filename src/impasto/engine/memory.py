@@ -189,9 +189,10 @@ def style_term_bytes(params: RenderParams, height: int, width: int, guide, style
     and levels, or the binned layers' histograms; nnst: the style bank and the index map),
     what building it adds (the style's features), and what one evaluation adds."""
     if params.style_loss == "nnst":
-        from impasto.engine.nnst import nnst_bytes
+        from impasto.engine.nnst import NNST_LAYERS, nnst_bytes
 
-        return nnst_bytes(params, height, width, guide, styles, tiled=tiled)
+        return nnst_bytes(params, height, width, guide, styles, tiled=tiled,
+                          geometry=model_geometry(params.model, list(NNST_LAYERS)))
     if params.style_loss != "sw":
         return 0, 0, 0
     from impasto.engine import sliced

@@ -284,11 +284,10 @@ class TiledNNST:
 
 
 def build_tiled_nnst_term(extractor, content: torch.Tensor, styles: Sequence[torch.Tensor], params, *,
-                          tile_size, guide=None) -> TiledNNST:
-    """``build_nnst_term``'s tiled twin: the style's features tiled, the photo kept as pixels
-    (its hypercolumns are taken tile by tile at the search)."""
-    from impasto.engine.tiling.objective import tiled_features
-
+                          tile_size, tiled_features, guide=None) -> TiledNNST:
+    """``build_nnst_term``'s tiled twin: the style's features tiled (``tiled_features``, passed
+    in by the tiled objective: this module imports nothing of tiling's), the photo kept as
+    pixels (its hypercolumns are taken tile by tile at the search)."""
     check_params(params)
     regions = guide is not None and guide.active and guide.regions is not None
 
@@ -305,14 +304,12 @@ def build_tiled_nnst_term(extractor, content: torch.Tensor, styles: Sequence[tor
 
 
 def nnst_bytes(params, height: int, width: int, guide, styles: Sequence[tuple[int, int]], *,
-               tiled: bool) -> tuple[int, int, int]:
+               tiled: bool, geometry) -> tuple[int, int, int]:
     """(kept, set-up, evaluation) bytes of the nnst term (memory.style_term_bytes): the bank
     (and its projected keys), the photo's hypercolumns (whole image) or pixels (tiled), the
     index map; building it holds one rotated style's features; an evaluation gathers the
     targets and, on the whole image, keeps the hypercolumns for backward."""
-    from impasto.engine.tiling import model_geometry
-
-    geometry = model_geometry(params.model, list(NNST_LAYERS))
+    # geometry: tiling.model_geometry of NNST_LAYERS, passed in by memory (no import cycle)
     depth = sum(info.channels for info in geometry.layers if info.name in NNST_LAYERS)
     rows, cols = grid_shape(height, width)
     positions = rows * cols

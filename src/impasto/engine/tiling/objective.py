@@ -494,5 +494,6 @@ def _style_terms(extractor: VGGFeatures, content: torch.Tensor, styles: Sequence
     if params.style_loss == "nnst":
         from impasto.engine.nnst import build_tiled_nnst_term
 
-        return [build_tiled_nnst_term(extractor, content, styles, params, tile_size=tile_size, guide=guide)]
+        return [build_tiled_nnst_term(extractor, content, styles, params, tile_size=tile_size,
+                                      tiled_features=tiled_features, guide=guide)]
     return []
