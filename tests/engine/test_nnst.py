@@ -16,6 +16,7 @@ from impasto.engine.masks import Guide
 from impasto.engine.params import RenderParams
 from impasto.engine.tiling import build_tiled_objective
 from impasto.errors import ParamError
+from support.pictures import textured_image
 
 scale_module = importlib.import_module("impasto.engine.scale")
 
@@ -28,12 +29,7 @@ def extractor(impasto_cache_dir):
     return build_extractor("vgg16", [*CONTENT_LAYERS, *STYLE_LAYERS, *nnst.NNST_LAYERS]).double()
 
 
-def _image(height: int, width: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=generator, dtype=torch.float64)
-    smooth = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    grain = torch.rand(1, 3, height, width, generator=generator, dtype=torch.float64)
-    return (0.8 * smooth + 0.2 * grain).clamp(0, 1)
+_image = textured_image
 
 
 def _params(**options) -> RenderParams:

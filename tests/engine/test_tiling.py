@@ -11,7 +11,6 @@ import importlib
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from impasto.engine.features import VGGFeatures, build_extractor
 from impasto.engine.losses import gram
@@ -33,6 +32,7 @@ from impasto.engine.tiling import (
 )
 from impasto.engine.weights import model_spec
 from impasto.errors import ParamError
+from support.pictures import textured_image
 
 render_module = importlib.import_module("impasto.engine.scale")  # engine.render is the function
 
@@ -46,13 +46,7 @@ def extractor(impasto_cache_dir) -> VGGFeatures:
     return build_extractor("vgg16", LAYERS).double()
 
 
-def _image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A 0..1 float64 picture: smooth shapes plus grain, so every layer has structure."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=generator, dtype=torch.float64)
-    smooth = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    grain = torch.rand(1, 3, height, width, generator=generator, dtype=torch.float64)
-    return (0.8 * smooth + 0.2 * grain).clamp(0, 1)
+_image = textured_image
 
 
 def _params(**options) -> RenderParams:
