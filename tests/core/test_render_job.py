@@ -111,6 +111,7 @@ def test_a_preview_is_rendered_stored_recorded_and_announced(sessions, shop, pro
     state_path.write_bytes(shop["storage"].get(job.state_key))
     state = load_state(state_path)
     assert sorted(state.scales) == [48] and state.params.style_weight == 200.0 and state.params.seed == 5
+    assert state.params.portrait_face_iterations == shop["settings"].preview_face_iterations == 7
     email, = emails(sessions)
     assert (email.dedupe_key, email.template, email.to) == (f"previews_ready:{portrait_id}", "previews_ready",
                                                             "ada@example.com")
@@ -148,6 +149,9 @@ def test_a_print_continues_its_preview_and_readies_the_order(sqlite_sessions, sh
     assert progress_calls[-1] == (2, 2)       # only the new 64 px scale: the preview's 48 px was kept
     with Image.open(io.BytesIO(shop["storage"].get(worker.result_key(print_)))) as result:
         assert result.size == (64, 53)
+    state_path = shop["catalog"].root.parent / "print.safetensors"
+    state_path.write_bytes(shop["storage"].get(worker.state_key(print_)))
+    assert load_state(state_path).params.portrait_face_iterations is None   # the preview's short pass stays its own
     with sqlite_sessions() as session:
         order = session.get(Order, order.id)
         assert order.status is OrderStatus.READY and order.ready_at is not None

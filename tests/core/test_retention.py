@@ -126,6 +126,11 @@ def test_the_sweeper_purges_at_start_on_its_clock(sqlite_sessions, tmp_path):
     try:
         from support.net import wait_until
 
-        wait_until(lambda: not alive(sqlite_sessions, storage, old), "the sweeper's first round", seconds=30)
+        def row_gone() -> bool:     # files go first, then the row: poll the row, then check all of it
+            with sqlite_sessions() as session:
+                return session.get(Portrait, old["id"]) is None
+
+        wait_until(row_gone, "the sweeper's first round", seconds=30)
+        assert not alive(sqlite_sessions, storage, old)
     finally:
         sweeper.stop()

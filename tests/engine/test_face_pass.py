@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from impasto.engine import RenderParams, render
-from impasto.engine.face_pass import MARGIN_TALL, MARGIN_WIDE, MIN_ZOOM, face_boxes, planned
+from impasto.engine.face_pass import MARGIN_TALL, MARGIN_WIDE, MIN_ZOOM, face_boxes, pass_iterations, planned
 from impasto.engine.masks import Guide
 from impasto.engine.features import VGGFeatures
 from impasto.engine.multiscale import output_size
@@ -77,7 +77,7 @@ def test_the_pass_repaints_the_face_and_leaves_the_rest_of_the_picture(extractor
     base = {"image_size": 96, "num_iterations": 6, "start_size": 0, "device": "cpu"}
     whole = render(photo, [style], RenderParams(**base, portrait_face_size=0), extractor=extractor, face_mask=face)
     seen = []
-    params = RenderParams(**base, portrait_face_size=40)
+    params = RenderParams(**base, portrait_face_size=40, portrait_face_iterations=12)
     (planned_pass,) = planned(Guide(likeness=face), params, output_size(photo, 96))
     painted = render(photo, [style], params, extractor=extractor, face_mask=face, callback=seen.append)
     box = planned_pass.box
@@ -85,5 +85,11 @@ def test_the_pass_repaints_the_face_and_leaves_the_rest_of_the_picture(extractor
     outside[box.top:box.bottom, box.left:box.right] = False
     assert torch.equal(painted[..., outside], whole[..., outside])
     assert (painted[..., 46:50, 45:50] - whole[..., 46:50, 45:50]).abs().mean() > 1e-3   # the face changed
-    assert seen[-1].iteration == seen[-1].total > 6                 # the pass's iterations are counted
+    assert seen[-1].iteration == seen[-1].total == 6 + 12           # the pass's own iterations, counted
     assert seen[-1].fraction == 1.0 and seen[-1].image().shape == painted.shape   # the whole picture shown
+
+
+def test_the_pass_takes_two_thirds_of_the_iterations_unless_told():
+    assert pass_iterations(RenderParams(num_iterations=120)) == 80
+    assert pass_iterations(RenderParams(num_iterations=6)) == 10          # at least 10 by default
+    assert pass_iterations(RenderParams(num_iterations=120, portrait_face_iterations=7)) == 7

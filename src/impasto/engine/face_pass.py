@@ -119,6 +119,8 @@ def planned(guide: Guide | None, params: RenderParams, output: tuple[int, int]) 
 
 
 def pass_iterations(params: RenderParams) -> int:
+    if params.portrait_face_iterations is not None:
+        return params.portrait_face_iterations
     return max(MIN_PASS_ITERATIONS, round(PASS_SHARE * params.num_iterations))
 
 

@@ -115,6 +115,10 @@ class RenderParams(BaseModel):
         description="portrait mode: a face narrower than this many px in the output is painted again "
                     "on a canvas of its own where it is this wide — the painting's strokes finer on "
                     "the face, as a painter takes a finer brush — then set back (0: never)")
+    portrait_face_iterations: int | None = Field(
+        None, ge=1, le=100000,
+        description="portrait mode: the face pass's L-BFGS iterations (default: two thirds of "
+                    "--num-iterations, at least 10; the shop's previews use fewer)")
     face_mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},
                                    description="your own face mask (white = face), instead of detection")
     mask: Path | None = Field(None, json_schema_extra={"metavar": "PNG"},

@@ -232,12 +232,15 @@ def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams 
     if task.kind is JobKind.PREVIEW:
         base = {**style.preset, "image_size": settings.preview_size,
                 "num_iterations": settings.preview_iterations, "init": settings.preview_init,
-                "start_size": settings.preview_start_size}
+                "start_size": settings.preview_start_size,
+                "portrait_face_iterations": settings.preview_face_iterations}
     else:
         base = parent.model_dump() if parent is not None else dict(style.preset)
         # its own iteration budget: the preview's few (from the sketch) are shared over the
-        # print's schedule too, and would leave its large scales one iteration each
-        base.update(dpi=settings.print_dpi, num_iterations=settings.print_iterations)
+        # print's schedule too, and would leave its large scales one iteration each; the
+        # preview's short face pass is the preset's again
+        base.update(dpi=settings.print_dpi, num_iterations=settings.print_iterations,
+                    portrait_face_iterations=style.preset.get("portrait_face_iterations"))
     return RenderParams.build(**{**base, **task.params, **machine})
 
 
