@@ -15,8 +15,11 @@ weights, init=image, the same square content/style pair, one scale):
   deepest layer used, channels_last, ReLUs in place) and ``render.build_objective``
   (Gram as a bmm on a view).
 - ``bf16``: impasto's objective with the VGG forward under ``torch.autocast("cpu",
-  torch.bfloat16)``, features cast back to float32 before the losses: measured here for
-  information, not used — L-BFGS's curvature estimate breaks down on its rounding noise.
+  torch.bfloat16)``, features cast back to float32 before the losses (``--precision
+  bfloat16``). Long runs suffer: L-BFGS's curvature estimate meets its rounding noise; the
+  shop's short previews use it where the hardware has it (docs/benchmarks.md, "Shop").
+- ``sw``, ``nnst``: impasto with ``--style-loss sw`` / ``nnst`` (nnst's extractor also runs
+  to relu4_3): an iteration's time against Gram's, in the same process.
 
 Timing: all configurations run in this one process, interleaved iteration by iteration
 (one ``LBFGS.step`` with ``max_iter=1`` each, which continues the same L-BFGS history as
@@ -61,12 +64,15 @@ from impasto.engine.scale import PIXEL_SCALE, build_objective, initial_pixels
 from impasto.engine.weights import MODELS, POOL, load_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CONFIGS = ("baseline", "impasto", "bf16")
+CONFIGS = ("baseline", "impasto", "bf16", "sw", "nnst")
 LABELS = {
     "baseline": "naive baseline (full VGG-16, fp32, NCHW)",
     "impasto": "impasto (truncated, channels_last, in-place ReLU, bmm Gram; fp32)",
-    "bf16": "impasto + bf16 autocast (VGG only; not used: unstable with L-BFGS)",
+    "bf16": "impasto + bf16 autocast (VGG only; --precision bfloat16)",
+    "sw": "impasto, --style-loss sw (sliced Wasserstein, default projections)",
+    "nnst": "impasto, --style-loss nnst (neural neighbours, relu1_1..relu4_3 hypercolumns)",
 }
+STYLE_LOSSES = {"sw": "sw", "nnst": "nnst"}   # configurations that are impasto with another style loss
 
 
 # --- the naive baseline ------------------------------------------------------------------
@@ -194,9 +200,13 @@ def _square(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def make_objective(config: str, size: int):
-    params = RenderParams(image_size=size, device="cpu")
+    params = RenderParams(image_size=size, device="cpu", style_loss=STYLE_LOSSES.get(config, "gram"))
     content, style, _ = images(size)
     layers = [*params.content_layers, *params.style_layers]
+    if config == "nnst":
+        from impasto.engine.nnst import NNST_LAYERS
+
+        layers = list(dict.fromkeys([*layers, *NNST_LAYERS]))
     if config == "baseline":
         objective = NaiveObjective(NaiveVGG16(load_weights("vgg16"), layers), content, style, params)
     else:

@@ -21,6 +21,12 @@ judge) and by OpenCV's Haar cascade. The engine never sees the judge.
 
 ``--report a,b,c`` prints the table of those tags/modes side by side with the targets of the
 painted-faces issue, and ``--sheet`` writes photo | first | last | last's face at 1:1 per pair.
+
+``--preview``: the shop's previews instead — the starter styles (``--styles`` names them; their
+presets apply), with the shop's preview options from ``impasto.config.Settings`` (size,
+iterations, start, scales, the face pass's iterations) in place of ``--image-size`` and
+``--iterations``; the renders go under ``--out/preview/``. ``--set KEY=VALUE`` overrides a
+RenderParams field in either case (``--set precision=bfloat16``); name such a run with ``--tag``.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ except ImportError:   # a source tree from before engine/render.py was renamed (
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PORTRAITS = ["grace_hopper.jpg", "astronaut.png", "obama.jpg", "biden.jpg"]
 STYLES = ["starry_night.jpg", "the_scream.jpg", "shipwreck.jpg", "woman-with-hat-matisse.jpg"]
+STARTER_STYLES = ["swirling-night", "bold-strokes", "wild-meadow", "red-fragments"]
 JUDGE_LINE = re.compile(r"identity=(?P<identity>[\d.]+)(?P<nf>\(nf\))?\s+face_style=(?P<face_style>-?[\d.]+)"
                         r"\s+style=(?P<style>-?[\d.]+)\s+content=(?P<content>-?[\d.]+)")
 
@@ -74,12 +81,52 @@ def folder_name(mode: str) -> str:
     return mode.replace("/", "-face")
 
 
+def style_path(args: argparse.Namespace, name: str) -> Path:
+    """A shared painting, or with ``--preview`` a starter style's exemplar."""
+    if args.preview:
+        from impasto.catalog import Catalog
+
+        return Catalog().get(name).image_path
+    return SHARED / "images" / "style" / name
+
+
+def size_folder(args: argparse.Namespace) -> Path:
+    return args.out / ("preview" if args.preview else str(args.image_size))
+
+
+def base_options(args: argparse.Namespace) -> dict:
+    """The options every render of the run shares (before the style's preset and the mode)."""
+    if args.preview:
+        from impasto.config import Settings
+
+        shop = Settings()
+        options = {"image_size": shop.preview_size, "num_iterations": shop.preview_iterations,
+                   "init": shop.preview_init, "start_size": shop.preview_start_size,
+                   "portrait_face_iterations": shop.preview_face_iterations}
+    else:
+        options = {"image_size": args.image_size, "num_iterations": args.iterations}
+    if args.strength is not None:                  # else the preset's, or RenderParams' 0.5
+        options["portrait_strength"] = args.strength
+    return {**options, "print_iter": 0, **parse_sets(args.set)}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``KEY=VALUE`` overrides, values parsed as JSON where they parse (numbers, booleans)."""
+    options = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def render_all(args: argparse.Namespace) -> None:
-    base = RenderParams(image_size=args.image_size, num_iterations=args.iterations, print_iter=0,
-                        portrait_strength=args.strength)
-    extractor = None
+    options = base_options(args)
+    extractors = {}
     for mode in args.modes:
-        folder = args.out / str(args.image_size) / f"{args.tag}-{folder_name(mode)}"
+        folder = size_folder(args) / f"{args.tag}-{folder_name(mode)}"
         folder.mkdir(parents=True, exist_ok=True)
         for portrait in args.portraits:
             photo = imaging.load(SHARED / "images" / "content" / portrait)
@@ -87,14 +134,22 @@ def render_all(args: argparse.Namespace) -> None:
                 out_path = folder / f"{Path(portrait).stem}-{Path(style_name).stem}.png"
                 if out_path.exists():
                     continue
-                extractor = extractor or extractor_for(base)
-                style = imaging.load(SHARED / "images" / "style" / style_name)
-                started = time.perf_counter()
-                result = render(photo, [style], mode_params(base, mode), extractor=extractor)
+                preset = {}
+                if args.preview:
+                    from impasto.catalog import Catalog
+
+                    preset = Catalog().get(style_name).preset
+                params = mode_params(RenderParams.build(**{**preset, **options}), mode)
+                key = (params.model, params.precision, params.style_loss)
+                extractor = extractors.get(key) or extractors.setdefault(key, extractor_for(params))
+                style = imaging.load(style_path(args, style_name))
+                started, cpu = time.perf_counter(), time.process_time()
+                result = render(photo, [style], params, extractor=extractor)
                 imaging.save(result, out_path)
-                seconds = time.perf_counter() - started
-                (out_path.with_suffix(".json")).write_text(json.dumps({"seconds": round(seconds, 1)}))
-                print(f"{folder.name}/{out_path.name}: {seconds:.0f} s", flush=True)
+                seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+                (out_path.with_suffix(".json")).write_text(json.dumps({"seconds": round(seconds, 1),
+                                                                        "cpu_seconds": round(cpu, 1)}))
+                print(f"{folder.name}/{out_path.name}: {seconds:.0f} s ({cpu:.0f} CPU-s)", flush=True)
 
 
 def haar_found(path: Path) -> bool:
@@ -118,7 +173,7 @@ def judge(folder: Path, args: argparse.Namespace) -> list[dict]:
         triples = []
         for portrait, style in todo:
             triples += [str(folder / f"{Path(portrait).stem}-{Path(style).stem}.png"),
-                        str(SHARED / "images" / "content" / portrait), str(SHARED / "images" / "style" / style)]
+                        str(SHARED / "images" / "content" / portrait), str(style_path(args, style))]
         answer = subprocess.run([args.judge_python, str(SHARED / "tools" / "likeness.py"), *triples],
                                 capture_output=True, text=True, check=True).stdout.splitlines()
         for (portrait, style), line in zip(todo, answer):
@@ -137,7 +192,7 @@ def judge(folder: Path, args: argparse.Namespace) -> list[dict]:
 
 def report(args: argparse.Namespace) -> str:
     """Per pair and on average, each of ``--report``'s tag-mode folders side by side."""
-    tables = {name: judge(args.out / str(args.image_size) / name, args) for name in args.report}
+    tables = {name: judge(size_folder(args) / name, args) for name in args.report}
     names = list(tables)
     lines = ["| portrait | style | " + " | ".join(f"{n}: identity / face_style / style / content" for n in names) + " |",
              "|---|---|" + "---|" * len(names)]
@@ -169,7 +224,7 @@ def report(args: argparse.Namespace) -> str:
 
 def sheet(args: argparse.Namespace, tile: int = 220) -> Image.Image:
     """Per pair: photo | each --report column | the last column's face crop at 1:1."""
-    folders = [args.out / str(args.image_size) / name for name in args.report]
+    folders = [size_folder(args) / name for name in args.report]
     pairs = [(p, s) for p in args.portraits for s in args.styles]
     columns = ["photo", *args.report, f"{args.report[-1]}: face 1:1"]
     header = 22
@@ -234,11 +289,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--iterations", type=int, default=120)
-    parser.add_argument("--strength", type=float, default=0.5)
+    parser.add_argument("--strength", type=float, default=None, help="--portrait-strength (default: 0.5)")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["off", "auto"])
     parser.add_argument("--tag", default="main", help="names this source tree's renders")
     parser.add_argument("--portraits", nargs="+", default=PORTRAITS)
-    parser.add_argument("--styles", nargs="+", default=STYLES)
+    parser.add_argument("--styles", nargs="+", default=None,
+                        help="shared paintings (default: the four), or with --preview starter styles")
+    parser.add_argument("--preview", action="store_true",
+                        help="the shop's previews: starter styles and the shop's preview options")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a RenderParams field (repeatable)")
     parser.add_argument("--report", type=lambda s: s.split(","), default=None,
                         help="TAG-MODE folders to judge and compare (no rendering)")
     parser.add_argument("--judge-python", default=os.environ.get("IMPASTO_JUDGE_PYTHON", "python"))
@@ -248,6 +308,8 @@ def main() -> None:
                         help="an earlier --sheet of one tag for all 16 pairs (photo | render | face): "
                              "its render and face columns go beside the new ones, as 'before'")
     args = parser.parse_args()
+    if args.styles is None:
+        args.styles = STARTER_STYLES if args.preview else STYLES
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.report is None:
         render_all(args)

@@ -105,6 +105,8 @@ class Settings(Locations):
     preview_init: Literal["quick", "image", "random"] = "quick"   # quick: from the feed-forward sketch
     preview_start_size: int = 256     # the previews' coarsest scale (0: the preview size only)
     preview_face_iterations: int = 7  # the face pass's (13 by default): 39 → 23 % of a preview's time (docs/benchmarks.md)
+    # auto: bfloat16 convolutions where the render device has them in hardware (docs/benchmarks.md)
+    preview_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     starter_styles: bool = True       # the starter styles (impasto.starter) beside the artist's own
     sketches: bool = True             # a feed-forward sketch on every card right after the upload
     workers: int = 1                  # embedded render threads

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from impasto.catalog import Catalog
 from impasto.config import Settings
+from impasto.engine.features import native_bfloat16
 from impasto.service.core import jobs, orders
 from impasto.service.core import render_job as worker
 from impasto.service.core.models import Email, Job, JobKind, JobStatus, Order, OrderStatus, Portrait
@@ -112,10 +113,25 @@ def test_a_preview_is_rendered_stored_recorded_and_announced(sessions, shop, pro
     state = load_state(state_path)
     assert sorted(state.scales) == [48] and state.params.style_weight == 200.0 and state.params.seed == 5
     assert state.params.portrait_face_iterations == shop["settings"].preview_face_iterations == 7
+    assert state.params.precision == ("bfloat16" if native_bfloat16("cpu") else "float32")   # auto
     email, = emails(sessions)
     assert (email.dedupe_key, email.template, email.to) == (f"previews_ready:{portrait_id}", "previews_ready",
                                                             "ada@example.com")
     assert email.context["portrait_url"].startswith("http://shop.test/portraits/")
+
+
+@pytest.mark.parametrize(("setting", "native", "expected"), [
+    ("auto", True, "bfloat16"), ("auto", False, "float32"), ("float32", True, "float32"),
+    ("bfloat16", False, "bfloat16")])
+def test_a_previews_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, tmp_path, setting, native,
+                                                                          expected):
+    import impasto.engine.features as features
+
+    asked = []
+    monkeypatch.setattr(features, "native_bfloat16", lambda device: asked.append(str(device)) or native)
+    settings = Settings(data_dir=tmp_path, preview_precision=setting)
+    assert worker._preview_precision(settings, {"device": "cpu"}) == expected
+    assert asked == (["cpu"] if setting == "auto" else [])
 
 
 def test_previews_ready_is_queued_once_all_previews_are_done(sqlite_sessions, shop):
@@ -151,7 +167,8 @@ def test_a_print_continues_its_preview_and_readies_the_order(sqlite_sessions, sh
         assert result.size == (64, 53)
     state_path = shop["catalog"].root.parent / "print.safetensors"
     state_path.write_bytes(shop["storage"].get(worker.state_key(print_)))
-    assert load_state(state_path).params.portrait_face_iterations is None   # the preview's short pass stays its own
+    saved = load_state(state_path).params
+    assert saved.portrait_face_iterations is None and saved.precision == "float32"   # the preview's shortcuts stay its own
     with sqlite_sessions() as session:
         order = session.get(Order, order.id)
         assert order.status is OrderStatus.READY and order.ready_at is not None

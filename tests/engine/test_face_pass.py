@@ -93,3 +93,24 @@ def test_the_pass_takes_two_thirds_of_the_iterations_unless_told():
     assert pass_iterations(RenderParams(num_iterations=120)) == 80
     assert pass_iterations(RenderParams(num_iterations=6)) == 10          # at least 10 by default
     assert pass_iterations(RenderParams(num_iterations=120, portrait_face_iterations=7)) == 7
+
+
+def test_a_bfloat16_render_paints_its_face_in_float32(monkeypatch, impasto_cache_dir):
+    import impasto.engine.face_pass as face_pass
+    from impasto.engine.features import build_extractor
+
+    params = RenderParams(image_size=96, num_iterations=2, start_size=0, device="cpu", precision="bfloat16",
+                          portrait_face_size=40)
+    extractor = build_extractor("vgg16", [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS], precision="bfloat16")
+    seen = []
+    real = face_pass.render_scale
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["extractor"].compute_dtype, args[2].precision))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(face_pass, "render_scale", spy)
+    face = _mask(96, 96, (40, 40, 16, 14))
+    render(_photo(), [torch.rand(1, 3, 64, 64)], params, extractor=extractor, face_mask=face)
+    assert seen == [(None, "float32")]                        # the pass: float32 convolutions
+    assert extractor.compute_dtype is torch.bfloat16          # and the extractor as it was after

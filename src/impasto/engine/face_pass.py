@@ -148,8 +148,12 @@ def _paint_face(image, content, styles, params, guide, face: Pass, ratio: float,
     stage = params.model_copy(update={"image_size": max(size), "num_iterations": pass_iterations(params)})
     log.info("face pass: a %.0f px face painted on a %d×%d canvas", box.face_width * ratio, size[1], size[0])
     alpha = _blend_mask(local.likeness, (placed.bottom - placed.top, placed.right - placed.left))
-    painted = render_scale(canvas, styles, stage, _composed(callback, image, placed, alpha),
-                           init_image=start, extractor=extractor, guide=local)
+    # the likeness is decided here: a reduced-precision render (a preview's bfloat16) paints
+    # its face in float32, where rounding noise would cost the features' lines
+    with extractor.in_float32():
+        painted = render_scale(canvas, styles, stage.model_copy(update={"precision": "float32"}),
+                               _composed(callback, image, placed, alpha), init_image=start,
+                               extractor=extractor, guide=local)
     return _set_back(image, painted, placed, alpha)
 
 

@@ -21,6 +21,18 @@ POOLING = ("max", "avg")
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def native_bfloat16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions in hardware: a CUDA GPU that supports
+    it, or a CPU with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe() for probe in probes if probe is not None)
+
+
 def layer_names(model: str) -> list[str]:
     """All addressable layers of ``model`` in order: conv1_1, relu1_1, …, pool5."""
     names, block, index = [], 1, 1
@@ -86,6 +98,16 @@ class VGGFeatures(nn.Module):
             # only its input, so this halves the activations kept for backward.
             return nn.ReLU(inplace=in_place)
         return nn.MaxPool2d(2, 2) if pooling == "max" else nn.AvgPool2d(2, 2)
+
+    @contextlib.contextmanager
+    def in_float32(self):
+        """Within: the convolutions in float32 whatever the extractor's precision (the weights
+        are float32 either way; only the autocast is lifted)."""
+        saved, self.compute_dtype = self.compute_dtype, None
+        try:
+            yield self
+        finally:
+            self.compute_dtype = saved
 
     def to_model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """0..255 RGB → the model's own convention."""

@@ -233,15 +233,28 @@ def _params(task: _Task, style: Style, settings: Settings, parent: RenderParams 
         base = {**style.preset, "image_size": settings.preview_size,
                 "num_iterations": settings.preview_iterations, "init": settings.preview_init,
                 "start_size": settings.preview_start_size,
-                "portrait_face_iterations": settings.preview_face_iterations}
+                "portrait_face_iterations": settings.preview_face_iterations,
+                "precision": _preview_precision(settings, machine)}
     else:
         base = parent.model_dump() if parent is not None else dict(style.preset)
         # its own iteration budget: the preview's few (from the sketch) are shared over the
         # print's schedule too, and would leave its large scales one iteration each; the
         # preview's short face pass is the preset's again
         base.update(dpi=settings.print_dpi, num_iterations=settings.print_iterations,
-                    portrait_face_iterations=style.preset.get("portrait_face_iterations"))
+                    portrait_face_iterations=style.preset.get("portrait_face_iterations"),
+                    precision=style.preset.get("precision", "float32"))
     return RenderParams.build(**{**base, **task.params, **machine})
+
+
+def _preview_precision(settings: Settings, machine: dict[str, Any]) -> str:
+    """``settings.preview_precision``, with ``auto`` resolved for the device that renders."""
+    from impasto.engine.features import native_bfloat16
+    from impasto.engine.scale import resolve_device
+
+    if settings.preview_precision != "auto":
+        return settings.preview_precision
+    native = native_bfloat16(resolve_device(machine.get("device", "auto")))
+    return "bfloat16" if native else "float32"
 
 
 MACHINE_OPTIONS = ("device", "memory_budget", "tile_size")   # where and how, never what is rendered
