@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw
 
 from impasto import imaging
 from impasto.engine import RenderParams, render
+from quality import parse_sets      # bench/ is the script's folder: `--set KEY=VALUE`, as there
 
 try:
     from impasto.engine.scale import extractor_for
@@ -108,18 +109,6 @@ def base_options(args: argparse.Namespace) -> dict:
     if args.strength is not None:                  # else the preset's, or RenderParams' 0.5
         options["portrait_strength"] = args.strength
     return {**options, "print_iter": 0, **parse_sets(args.set)}
-
-
-def parse_sets(items: list[str]) -> dict:
-    """``KEY=VALUE`` overrides, values parsed as JSON where they parse (numbers, booleans)."""
-    options = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 def render_all(args: argparse.Namespace) -> None:
