@@ -66,6 +66,28 @@ def test_the_chunked_search_is_the_brute_force_nearest_in_its_projection(monkeyp
     assert torch.equal(labels[restricted], torch.arange(77) % 3)
 
 
+def test_queries_are_centred_by_their_own_mean_so_a_shift_of_them_all_matches_alike():
+    # a photo differs from a painting everywhere by about the same offset; centred by the
+    # bank's mean that offset decided every match (issue 18: a black sky at 512 px)
+    generator = torch.Generator().manual_seed(1)
+    bank = torch.randn(300, 40, generator=generator, dtype=torch.float64)
+    queries = torch.randn(77, 40, generator=generator, dtype=torch.float64)
+    shifted = queries + 4 * torch.randn(40, generator=generator, dtype=torch.float64)
+    search = nnst.Search(bank, None, seed=3)
+    found = search(queries, centre=queries.mean(0))
+    assert torch.equal(search(shifted, centre=shifted.mean(0)), found)
+    assert not torch.equal(search(shifted), found)          # the bank's mean: the offset decides
+
+
+def test_the_loss_is_uncentred_cosine():
+    generator = torch.Generator().manual_seed(2)
+    h = torch.rand(5, 12, generator=generator, dtype=torch.float64)
+    assert torch.allclose(nnst.cosine_terms(h, 3 * h), torch.zeros(5, dtype=torch.float64))
+    other = torch.rand(5, 12, generator=generator, dtype=torch.float64)
+    expected = 1 - (h * other).sum(1) / (h.norm(dim=1) * other.norm(dim=1))
+    assert torch.allclose(nnst.cosine_terms(h, other), expected)
+
+
 def test_the_loss_is_zero_where_each_position_has_its_own_target(extractor):
     style = _image(64, 64, seed=2)
     params = _params()

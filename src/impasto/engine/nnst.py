@@ -3,10 +3,14 @@ Shakhnarovich, "Neural Neighbor Style Transfer", 2022).
 
 Each position of the image, described by a hypercolumn of VGG-16 features (relu1_1 …
 relu4_3, ``NNST_LAYERS``, at ¼ resolution), is matched to its nearest feature in a bank of
-the style's hypercolumns by centred cosine (both sides less the bank's mean); the loss is
-``weight · NNST_SCALE · Σ_i w_i (1 − cos(h_i − μ, t_i − μ)) / Σ_i w_i`` over positions i
-with targets t — a sum over positions, so a tile's share needs only its own positions and
-their targets (the tiled objective is exact: ``TiledNNST``).
+the style's hypercolumns by centred cosine — each side less its own mean, the queries the
+whole image's and the bank the style's, so the photo's parts are matched by how they differ
+from the photo, not by how the photo differs from the painting (centred by the bank's mean
+alone, every flat bright patch of a photo pointed the same way and took the style's darkest
+flat patches: a black sky and river at 512 px). The loss is
+``weight · NNST_SCALE · Σ_i w_i (1 − cos(h_i, t_i)) / Σ_i w_i`` over positions i with
+targets t (uncentred, as the paper's) — a sum over positions, so a tile's share needs only
+its own positions and their targets (the tiled objective is exact: ``TiledNNST``).
 
 Where this departs from the paper:
 
@@ -56,8 +60,9 @@ SEARCH_VALUES = 1 << 24   # scores computed at once (queries per chunk × bank)
 BLEND = 0.5               # the search's query: BLEND × the current image + the rest × the photo
 ROTATIONS = (0, 1, 2, 3)  # quarter turns of the style in the bank
 # Sets the loss against the Gram loss: at a photo start (tubingen × starry night, 256 px,
-# default weights) the Gram loss's pixel gradient is 21.3 on average and this loss's
-# 1.46e-5 per unit of scale: both fall as 1/positions, so one constant holds at every size.
+# default weights) the Gram term's pixel gradient is 21.3 on average and this term's 22.0
+# (1.47e-7 per unit of style weight × scale): both fall as 1/positions, so one constant holds
+# at every size.
 NNST_SCALE = 1.5e6
 
 
@@ -129,13 +134,16 @@ class Search:
         self.keys = F.normalize((bank - self.mean) @ self.projection, dim=1)
         self.labels = labels
 
-    def __call__(self, queries: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, queries: torch.Tensor, regions: torch.Tensor | None = None,
+                 centre: torch.Tensor | None = None) -> torch.Tensor:
         """The bank row of each query row (n×D); ``regions`` (n, style indices): matches only
-        among that style's rows."""
+        among that style's rows; ``centre``: what the queries are centred by (the renders
+        pass the whole query set's own mean; default the bank's)."""
         chunk = max(1, SEARCH_VALUES // len(self.keys))
+        shift = (self.mean if centre is None else centre) @ self.projection
         found = []
         for start in range(0, len(queries), chunk):
-            q = F.normalize((queries[start : start + chunk] - self.mean) @ self.projection, dim=1)
+            q = F.normalize(queries[start : start + chunk] @ self.projection - shift, dim=1)
             scores = q @ self.keys.T
             if regions is not None:
                 other = regions[start : start + chunk, None] != self.labels[None, :]
@@ -144,9 +152,12 @@ class Search:
         return torch.cat(found) if found else queries.new_zeros(0, dtype=torch.long)
 
 
-def cosine_terms(h: torch.Tensor, targets: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """1 − cos(h − μ, t − μ) per row."""
-    return 1 - F.cosine_similarity(h - mean, targets - mean, dim=1, eps=1e-8)
+def cosine_terms(h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 − cos(h, t) per row: uncentred, as the paper's loss (its search is centred). A loss
+    centred by the bank's mean is indifferent to h = μ + ε(t − μ) for any small ε, a
+    position that drifts to the style's average grey; ReLU hypercolumns are non-negative,
+    so the uncentred cosine also asks for their magnitudes' pattern."""
+    return 1 - F.cosine_similarity(h, targets, dim=1, eps=1e-8)
 
 
 class NNSTLoss(nn.Module):
@@ -167,8 +178,9 @@ class NNSTLoss(nn.Module):
         h = rows_of(hypercolumns(feats, self.scales))
         if self.index is None:
             with torch.no_grad():
-                self.index = self.search(BLEND * h.detach() + (1 - BLEND) * self.photo, self.regions)
-        terms = cosine_terms(h, self.bank[self.index], self.search.mean)
+                queries = BLEND * h.detach() + (1 - BLEND) * self.photo
+                self.index = self.search(queries, self.regions, centre=queries.mean(0))
+        terms = cosine_terms(h, self.bank[self.index])
         if self.weights is None:
             return self.weight * NNST_SCALE * terms.mean()
         return self.weight * NNST_SCALE * (self.weights * terms).sum() / self.weights.sum().clamp(min=1e-12)
@@ -254,14 +266,22 @@ class TiledNNST:
         if self.index is not None:
             return
         self.index = torch.zeros(self.grid, dtype=torch.long, device=pixels.device)
+
+        def queries(tile) -> torch.Tensor:
+            here = _tile_hypercolumns(extractor(pixels[(..., *tile.window)]), tile, geometry, self.scales)
+            photo = _tile_hypercolumns(extractor(self.photo_pixels[(..., *tile.window)]), tile, geometry,
+                                       self.scales)
+            return BLEND * here + (1 - BLEND) * photo
+
         with torch.no_grad():
+            # the queries are centred by the whole image's mean, as the whole-image term's
+            # are: a first pass sums them (a tile's rows are not kept: at 4096² they would
+            # take a GiB), the second searches
+            centre = sum(queries(tile).sum(0) for tile in tiles) / (self.grid[0] * self.grid[1])
             for tile in tiles:
-                here = _tile_hypercolumns(extractor(pixels[(..., *tile.window)]), tile, geometry, self.scales)
-                photo = _tile_hypercolumns(extractor(self.photo_pixels[(..., *tile.window)]), tile, geometry,
-                                           self.scales)
                 at = _grid_slices(tile)
                 regions = None if self.regions is None else self.regions[at].reshape(-1)
-                found = self.search(BLEND * here + (1 - BLEND) * photo, regions)
+                found = self.search(queries(tile), regions, centre=centre)
                 self.index[at] = found.view(at[0].stop - at[0].start, at[1].stop - at[1].start)
 
     def start(self) -> None:
@@ -277,7 +297,7 @@ class TiledNNST:
         """This tile's share of the loss, differentiable in its features."""
         h = _tile_hypercolumns(feats, tile, geometry, self.scales)
         at = _grid_slices(tile)
-        terms = cosine_terms(h, self.bank[self.index[at].reshape(-1)], self.search.mean)
+        terms = cosine_terms(h, self.bank[self.index[at].reshape(-1)])
         if self.position_weights is not None:
             terms = terms * self.position_weights[at].reshape(-1)
         return self.weight * NNST_SCALE * terms.sum() / max(self.total, 1e-12)
