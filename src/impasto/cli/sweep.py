@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,20 +121,28 @@ def _run_one(args: argparse.Namespace, options, photo: str, folder: Path) -> int
     grid = sweep.build_grid(options, content, _sweep_styles(args), photo=photo, max_cells=args.max_cells)
     runner = sweep.Sweep(grid, content, folder, tile=args.tile)
     todo = len(runner.pending())
-    bar = SweepBar(enabled=not args.quiet)
-    try:
-        records = runner.run(bar)
-    except KeyboardInterrupt:
-        bar.close()
-        done = len(grid.cells) - len(runner.pending())
-        print(f"{PROG}: interrupted; {done} of {len(grid.cells)} cells are done in {folder}; "
-              f"run the same command again to resume", file=sys.stderr)
+    records = _run_under_bar(runner, args.quiet, folder,
+                             lambda: f"{len(grid.cells) - len(runner.pending())} of {len(grid.cells)} cells")
+    if records is None:
         return EXIT_INTERRUPTED
-    finally:
-        bar.close()
     if not args.quiet:
         _sweep_summary(folder, records, todo)
     return 0
+
+
+def _run_under_bar(runner, quiet: bool, folder: Path, done: Callable[[], str]):
+    """``runner.run`` under the sweep's progress bar; None when interrupted, after one line
+    saying how much is done (``done()``, asked after the interrupt) and how to resume."""
+    bar = SweepBar(enabled=not quiet)
+    try:
+        return runner.run(bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"{PROG}: interrupted; {done()} are done in {folder}; run the same command again to resume",
+              file=sys.stderr)
+        return None
+    finally:
+        bar.close()
 
 
 def run_batch(args: argparse.Namespace, options, inputs, folder: Path) -> int:
@@ -149,16 +158,10 @@ def run_batch(args: argparse.Namespace, options, inputs, folder: Path) -> int:
         print(f"{PROG}: note: skipped {len(inputs.skipped)} {what}: {shown}{more}", file=sys.stderr)
     runner = batch.Batch(prepared, folder, tile=args.tile)
     todo = len(runner.pending())
-    bar = SweepBar(enabled=not args.quiet)
-    try:
-        results = runner.run(bar)
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"{PROG}: interrupted; {runner.done()} of {runner.cells()} cells of {_photos(len(prepared))} "
-              f"are done in {folder}; run the same command again to resume", file=sys.stderr)
+    results = _run_under_bar(runner, args.quiet, folder,
+                             lambda: f"{runner.done()} of {runner.cells()} cells of {_photos(len(prepared))}")
+    if results is None:
         return EXIT_INTERRUPTED
-    finally:
-        bar.close()
     if not args.quiet:
         _batch_summary(folder, prepared, results, todo)
     return 0
