@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 import support.shop as app_common
-from support.shop import free_port, wait_for
+from support.shop import free_port, serving
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
 @pytest.fixture
 def docs_server(tmp_path):
-    import uvicorn
-
     from impasto.service.shop.app import create_app
 
     settings = app_common.make_settings(tmp_path)
     app = create_app(settings, catalog=app_common.make_catalog(tmp_path),
                      dispatcher=app_common.NullDispatcher())
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, "uvicorn", seconds=60)
-    try:
+    with serving(app, port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def test_swagger_ui_renders_from_local_files_under_the_csp(docs_server, chromium_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from PIL import Image
 from impasto.catalog import Catalog
 from impasto.config import PrintOption, Settings
 from support.browser import LOADED, TIMEOUT_MS, fill_address, shoot, watch_errors
-from support.shop import free_port, wait_for
+from support.shop import free_port, serving, wait_for
 
 STYLES = {"starry": ("starry_night.jpg", "The Starry Night"), "scream": ("the_scream.jpg", "The Scream"),
           "hat": ("woman-with-hat-matisse.jpg", "Woman with a Hat")}
@@ -28,8 +27,6 @@ STYLES = {"starry": ("starry_night.jpg", "The Starry Night"), "scream": ("the_sc
 @pytest.fixture
 def shop_server(tmp_path, shared_images, smtp_box):
     """The app under uvicorn on a free port; yields (base URL, MailBox)."""
-    import uvicorn
-
     from impasto.service.shop.app import create_app, shop_of
 
     catalog = Catalog(tmp_path / "styles")
@@ -43,15 +40,8 @@ def shop_server(tmp_path, shared_images, smtp_box):
                         prints=[PrintOption(size="2x2.5in", price_cents=2900), PrintOption(size="4x5in", price_cents=4900)])
     app = create_app(settings, catalog=catalog)
     shop_of(app).outbox_seconds = 0.2
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, "uvicorn", seconds=60)
-    try:
+    with serving(app, port):
         yield settings.public_url, box
-    finally:
-        server.should_exit = True
-        thread.join(60)
 
 
 def test_upload_watch_order_email_download(shop_server, browser, shared_images, shots):

@@ -10,13 +10,12 @@ print-ready emails → the download.
 from __future__ import annotations
 
 import re
-import threading
 
 import pytest
 
 from support.browser import TIMEOUT_MS, fill_address, shoot, watch_errors
 from support.fake_stripe import FakeStripeServer
-from support.shop import free_port, make_catalog, make_settings, photo_bytes, wait_for
+from support.shop import free_port, make_catalog, make_settings, photo_bytes, serving, wait_for
 
 WEBHOOK_SECRET = "whsec_e2e_0123456789abcdef"
 
@@ -24,8 +23,6 @@ WEBHOOK_SECRET = "whsec_e2e_0123456789abcdef"
 @pytest.fixture
 def stripe_server(tmp_path, smtp_box):
     """The shop selling through the fake Stripe, under uvicorn; yields (base URL, FakeStripe, MailBox)."""
-    import uvicorn
-
     from impasto.service.shop.app import create_app, shop_of
 
     port = free_port()
@@ -37,15 +34,8 @@ def stripe_server(tmp_path, smtp_box):
         fake.webhook_url = f"{settings.public_url}/webhooks/stripe"
         app = create_app(settings, catalog=make_catalog(tmp_path))
         shop_of(app).outbox_seconds = 0.2
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, "uvicorn", seconds=60)
-        try:
+        with serving(app, port):
             yield settings.public_url, fake, box
-        finally:
-            server.should_exit = True
-            thread.join(60)
 
 
 def test_order_pay_on_the_checkout_then_the_print_is_painted(stripe_server, browser, tmp_path, shots):

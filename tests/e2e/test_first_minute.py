@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
 from impasto.config import Settings, get_settings
 from impasto.starter import STARTER_STYLES
 from support.browser import LOADED, TIMEOUT_MS, shoot, watch_errors
-from support.shop import free_port, wait_for
+from support.shop import free_port, serving
 
 SKETCH_CEILING_MS = 30_000   # "within a few seconds" on an idle machine; a ceiling here, never a timing claim
 
@@ -24,8 +23,6 @@ SKETCH_CEILING_MS = 30_000   # "within a few seconds" on an idle machine; a ceil
 @pytest.fixture
 def fresh_shop(tmp_path, monkeypatch):
     """``impasto serve`` on an empty data dir and catalog: only the starter styles to sell."""
-    import uvicorn
-
     from impasto.service.shop.app import create_app
 
     monkeypatch.setenv("IMPASTO_CATALOG_DIR", str(tmp_path / "styles"))
@@ -35,15 +32,10 @@ def fresh_shop(tmp_path, monkeypatch):
     settings = Settings(data_dir=tmp_path / "data", public_url=f"http://127.0.0.1:{port}",
                         secret_key="e2e-secret-0123456789abcdef", starter_styles=True, preview_size=96,
                         preview_iterations=6)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, "uvicorn", seconds=60)
     try:
-        yield settings.public_url
+        with serving(create_app(settings), port):
+            yield settings.public_url
     finally:
-        server.should_exit = True
-        thread.join(60)
         get_settings.cache_clear()
 
 

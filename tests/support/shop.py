@@ -6,10 +6,12 @@ finish jobs by hand where a test is about the web, not the renders.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import io
 import re
+import threading
 
 import numpy as np
 from PIL import Image
@@ -122,6 +124,22 @@ def nothing_stored(shop) -> bool:
 
 def wait_for(condition, what: str, seconds: float = WAIT_SECONDS):
     return wait_until(condition, what, seconds=seconds)
+
+
+@contextlib.contextmanager
+def serving(app, port: int):
+    """``app`` under uvicorn on 127.0.0.1:``port``, in a thread, until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "uvicorn", seconds=60)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(60)
 
 
 def read_events(client, url: str) -> list[tuple[str, str]]:
