@@ -381,15 +381,27 @@ def time_to_quality(args: argparse.Namespace) -> str:
              "|---|---|---|---|---|---|",
              f"| single scale | {args.iterations} | {single[0]:.3f} | {single[1]:.3f} | {single[2]:.0f} | 1.00 |"]
     for budget in [int(b) for b in args.budgets.split(",") if b]:
-        coarse = {} if args.coarse_content is None else {"coarse_content": args.coarse_content}
-        label = f"multi{budget}" + (f"-cc{args.coarse_content:g}" if coarse else "")
-        multi = run(label, RenderParams(image_size=args.size, num_iterations=budget, **coarse))
+        options = _multi_options(args)
+        label = f"multi{budget}" + "".join(f"-{_SHORT[name]}{value:g}" if isinstance(value, float) else f"-{value}"
+                                           for name, value in options.items())
+        multi = run(label, RenderParams(image_size=args.size, num_iterations=budget, **options))
         reached = multi[0] >= single[0] and multi[1] >= single[1]
-        lines.append(f"| multi-scale | {budget} | {multi[0]:.3f} | {multi[1]:.3f} | {multi[2]:.0f} "
+        described = "".join(f", --{name.replace('_', '-')} {value:g}" if isinstance(value, float)
+                            else f", --{name} {value}" for name, value in options.items())
+        lines.append(f"| multi-scale{described} | {budget} | {multi[0]:.3f} | {multi[1]:.3f} | {multi[2]:.0f} "
                      f"| {multi[2] / single[2]:.3f}{' (reaches it)' if reached else ''} |")
         if reached:
             break
     return "\n".join(lines) + f"\n\npairs: {', '.join(f'{c} × {s}' for c, s in pairs)}"
+
+
+_SHORT = {"coarse_content": "cc", "content_weight": "cw"}   # in a record's name
+
+
+def _multi_options(args: argparse.Namespace) -> dict:
+    """The multi-scale runs' options given on the command line (the rest: the engine's)."""
+    given = {"coarse_content": args.coarse_content, "init": args.init, "content_weight": args.content_weight}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _ttq_key(options: dict) -> dict:
@@ -481,6 +493,12 @@ def main() -> None:
     ttq.add_argument("--jobs", type=int, default=1, help="pairs rendered at once, one thread each")
     ttq.add_argument("--coarse-content", type=float, default=None,
                      help="multi-scale's --coarse-content (default: the engine's)")
+    ttq.add_argument("--content-weight", type=float, default=None,
+                     help="multi-scale's --content-weight (default: the engine's)")
+    ttq.add_argument("--init", choices=("random", "image", "quick"), default=None,
+                     help="multi-scale's start (default: the engine's, the photo; the single-scale baseline "
+                          "always starts from the photo); "
+                          "quick: the feed-forward sketch, whose seconds count in the render's")
     samp = commands.add_parser("sample", parents=[common])
     samp.add_argument("image", type=Path)
     samp.add_argument("-o", "--output", type=Path, required=True)
