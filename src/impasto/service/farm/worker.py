@@ -54,6 +54,7 @@ WORKER_SWEEP_SECONDS = 60.0      # the shop sweeps more often; workers sweep whe
 PROBE_TIMEOUT_SECONDS = 120.0
 SNAPSHOT_SECONDS = 3.0           # a preview's picture in progress, for the shop's live tiles
 
+# run as its own process (_probe_gpus): its one line on stdout is the answer, not a message
 _PROBE = """
 import json, torch
 devices = []
