@@ -27,11 +27,15 @@ presets apply), with the shop's preview options from ``impasto.config.Settings``
 iterations, start, scales, the face pass's iterations) in place of ``--image-size`` and
 ``--iterations``; the renders go under ``--out/preview/``. ``--set KEY=VALUE`` overrides a
 RenderParams field in either case (``--set precision=bfloat16``); name such a run with ``--tag``.
+``--keep-undrawn`` saves each render before its last step (the drawing, engine/drawing.py) as
+well, under ``<tag>-<mode>-undrawn/``: ``--report TAG-auto-undrawn,TAG-auto`` is then the
+drawing's effect, measured on the same renders.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -133,12 +137,36 @@ def render_all(args: argparse.Namespace) -> None:
                 extractor = extractors.get(key) or extractors.setdefault(key, extractor_for(params))
                 style = imaging.load(style_path(args, style_name))
                 started, cpu = time.perf_counter(), time.process_time()
-                result = render(photo, [style], params, extractor=extractor)
+                with _undrawn_kept(folder if args.keep_undrawn else None, out_path.name):
+                    result = render(photo, [style], params, extractor=extractor)
                 imaging.save(result, out_path)
                 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
                 (out_path.with_suffix(".json")).write_text(json.dumps({"seconds": round(seconds, 1),
                                                                         "cpu_seconds": round(cpu, 1)}))
                 print(f"{folder.name}/{out_path.name}: {seconds:.0f} s ({cpu:.0f} CPU-s)", flush=True)
+
+
+@contextlib.contextmanager
+def _undrawn_kept(folder: Path | None, name: str):
+    """With ``--keep-undrawn``: the render before its last step (engine/drawing.py) is saved
+    too, under ``<folder>-undrawn/``, so one render judges the drawing against its absence."""
+    if folder is None:
+        yield
+        return
+    from impasto.engine import multiscale
+
+    drawing = multiscale.draw_features
+
+    def keeping(image, *rest):
+        undrawn = folder.with_name(folder.name + "-undrawn")
+        undrawn.mkdir(exist_ok=True)
+        imaging.save(image, undrawn / name)
+        return drawing(image, *rest)
+    multiscale.draw_features = keeping
+    try:
+        yield
+    finally:
+        multiscale.draw_features = drawing
 
 
 def haar_found(path: Path) -> bool:
@@ -286,6 +314,8 @@ def main() -> None:
                         help="shared paintings (default: the four), or with --preview starter styles")
     parser.add_argument("--preview", action="store_true",
                         help="the shop's previews: starter styles and the shop's preview options")
+    parser.add_argument("--keep-undrawn", action="store_true",
+                        help="also save each render before the drawing, as <tag>-<mode>-undrawn")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a RenderParams field (repeatable)")
     parser.add_argument("--report", type=lambda s: s.split(","), default=None,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from impasto.engine import face_pass
+from impasto.engine.drawing import draw_features
 from impasto.engine.features import VGGFeatures
 from impasto.engine.masks import Guide, guide_for
 from impasto.engine.params import MAX_IMAGE_SIZE, RenderParams
@@ -146,6 +147,8 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
         check_budget(content, styles, params, plan, guide)
     faces = face_pass.planned(guide, params, output_size(content, params.image_size))
     passes = [Scale(max(face.canvas), face_pass.pass_iterations(params)) for face in faces]
+    drawn = params.portrait != "off" and guide.features is not None and params.portrait_strength > 0
+    finishing = bool(faces) or drawn           # steps after the last scale: it is stored after them
     total = sum(scale.iterations for scale in plan + passes)
     done, image, started = 0, init_image, time.perf_counter()
     work = _Work(plan + passes)
@@ -154,7 +157,7 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
         image = render_scale(content, styles, stage, _offset(callback, done, total, started, index, work),
                              init_image=image, extractor=extractor, guide=guide, preview=resume)
         done += scale.iterations
-        if on_scale is not None and not (faces and index == len(plan) - 1):  # stored after its pass
+        if on_scale is not None and not (finishing and index == len(plan) - 1):
             on_scale(scale.size, image)
     if faces:
         final = params.model_copy(update={"content_weight": content_weight_at(params, params.image_size)})
@@ -162,8 +165,10 @@ def render(content: torch.Tensor, styles: Sequence[torch.Tensor], params: Render
             image, content, styles, final, guide, faces, extractor=extractor,
             report=lambda k: _offset(callback, done + sum(p.iterations for p in passes[:k]), total, started,
                                      len(plan) + k, work))
-        if on_scale is not None:
-            on_scale(params.image_size, image)
+    if drawn:
+        image = draw_features(image, content, guide, params.portrait_strength)
+    if finishing and on_scale is not None:
+        on_scale(params.image_size, image)
     return image
 
 
