@@ -12,7 +12,7 @@ photo's, × min(1, 2·strength): all of it from the default 0.5 up (more would
 exaggerate the lines past the photo's). The colour and the coarser values stay the painting's, as do the
 skin, hair and background between the lines: the features are drawn in the painting's
 palette, not pasted. Measured on the shop's 16 previews (docs/benchmarks.md, "The
-drawing"): identity mean 0.515 → 0.451 for face_style 0.278 → 0.268. Replacing the coarse
+drawing"): identity mean 0.515 → 0.451 for face_style 0.278 → 0.266. Replacing the coarse
 values instead (the face's light and shade from the photo) moved identity by nothing
 (0.515 → 0.516): the judge reads the lines, not the shading.
 
@@ -25,13 +25,13 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from impasto.engine.color import rgb_to_ycbcr
+from impasto.engine.face_pass import resized
 from impasto.engine.masks import Guide, at_size
 
 LINE_SCALE = 0.08        # the band drawn: finer than this × the face's width (σ of the blur)
 MASK_LEVEL = 0.01        # the features' mask above this is drawn on
-LUMA = (0.299, 0.587, 0.114)
 
 
 def draw_features(image: torch.Tensor, content: torch.Tensor, guide: Guide | None, strength: float) -> torch.Tensor:
@@ -74,13 +74,11 @@ def _photo_crop(content: torch.Tensor, size: tuple[int, int], box: tuple[int, in
     top, bottom, left, right = box
     sy, sx = content.shape[-2] / size[0], content.shape[-1] / size[1]
     crop = content[..., math.floor(top * sy):math.ceil(bottom * sy), math.floor(left * sx):math.ceil(right * sx)]
-    return F.interpolate(crop.float(), size=(bottom - top, right - left), mode="bicubic", align_corners=False,
-                         antialias=True).clamp(0, 1)
+    return resized(crop.float(), (bottom - top, right - left))
 
 
 def _luma(image: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    return (image * weights).sum(dim=1)[0].cpu()
+    return rgb_to_ycbcr(image.float())[0, 0].cpu()     # Y, as --original-colors takes it
 
 
 def _fine(luma: torch.Tensor, sigma: float) -> torch.Tensor:

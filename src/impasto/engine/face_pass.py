@@ -140,9 +140,9 @@ def paint_faces(image: torch.Tensor, content: torch.Tensor, styles: Sequence[tor
 def _paint_face(image, content, styles, params, guide, face: Pass, ratio: float, *, extractor,
                 callback) -> torch.Tensor:
     box, size = face.box, face.canvas
-    canvas = _resize(box.crop(content), size)
+    canvas = resized(box.crop(content), size)
     placed = box.scaled(ratio)
-    start = _resize(placed.crop(image), size)
+    start = resized(placed.crop(image), size)
     # the face's width at the masks' size; Guide.resized scales it to the canvas
     local = replace(guide.cropped(box.crop), face_width=box.face_width)
     stage = params.model_copy(update={"image_size": max(size), "num_iterations": pass_iterations(params)})
@@ -157,7 +157,8 @@ def _paint_face(image, content, styles, params, guide, face: Pass, ratio: float,
     return _set_back(image, painted, placed, alpha)
 
 
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``image`` at ``size`` (height, width): bicubic, antialiased when shrinking, in 0..1."""
     return F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
 
 
@@ -176,7 +177,7 @@ def _blend_mask(likeness: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _set_back(image: torch.Tensor, painted: torch.Tensor, placed: Box, alpha: torch.Tensor) -> torch.Tensor:
     out = image.clone()
     region = placed.crop(out)
-    small = _resize(painted, tuple(region.shape[-2:]))
+    small = resized(painted, tuple(region.shape[-2:]))
     region.copy_(region * (1 - alpha) + small * alpha)
     return out
 
