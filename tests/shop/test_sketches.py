@@ -79,7 +79,7 @@ def test_sketches_can_be_turned_off(tmp_path):
         assert _view(client, portrait["id"])["previews"][0]["image_url"] is None
 
 
-def test_render_threads_yield_to_the_sketches_while_they_are_painted(tmp_path, monkeypatch):
+def test_render_threads_and_waiters_wait_while_the_sketches_are_painted(tmp_path, monkeypatch):
     import threading
 
     from impasto.service.shop.sketches import SketchPainter, SketchRequest
@@ -97,8 +97,10 @@ def test_render_threads_yield_to_the_sketches_while_they_are_painted(tmp_path, m
         renderer = threading.Thread(target=lambda: (painter.yield_to(), waited.set()))
         renderer.start()
         assert not waited.wait(0.3)                         # the render thread waits ...
+        assert not painter.wait_until_idle(0.1)             # (and so do the tests' storage checks)
         release.set()
         assert waited.wait(30)                              # ... until the sketches are painted
+        assert painter.wait_until_idle(30)
         renderer.join(30)
     finally:
         release.set()

@@ -114,6 +114,10 @@ def count_rows(shop, model=Portrait) -> int:
 
 
 def stored_files(shop) -> list[str]:
+    """The files under the shop's storage, once the sketch thread is idle: a sketch painted
+    for a portrait deleted meanwhile is stored, then removed with its folders."""
+    if shop.sketches is not None:
+        assert shop.sketches.wait_until_idle(WAIT_SECONDS), "the sketch thread is still painting"
     root = shop.storage.root
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 

@@ -79,6 +79,11 @@ class SketchPainter:
             self._idle.clear()
             self._queue.put(request)
 
+    def wait_until_idle(self, seconds: float) -> bool:
+        """Wait until every submitted upload's sketches are painted (or left behind, for a
+        portrait deleted meanwhile); False if that took longer than ``seconds``."""
+        return self._idle.wait(seconds)
+
     def yield_to(self) -> None:
         """For the embedded render threads, between iterations: wait while sketches are painted.
 
