@@ -88,6 +88,44 @@ def test_a_mask_of_ones_is_no_mask_and_a_half_mask_sees_only_its_half():
     assert float(masked(changed)) == pytest.approx(float(masked(feats)), rel=1e-12)
 
 
+def _through_the_sort(feats, dirs, table, masks=None, region_weights=None):
+    """The loss written the plain way (autograd through the sort, n×P layout): the
+    reference the faster SlicedLoss must equal, value and gradient."""
+    x = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]) @ dirs
+    ordered, order = x.sort(dim=0)
+    norm = table[0].pow(2).mean()
+    if masks is None:
+        levels = (torch.arange(len(x), dtype=x.dtype)[:, None] + 0.5) / len(x)
+        return sliced.SW_SCALE * (ordered - quantile(table[0], levels.expand_as(x))).pow(2).mean() / norm
+    total = 0
+    for r, w in enumerate(region_weights):
+        m = masks.flatten(1).T[:, r][order]
+        levels = (m.cumsum(0) - m / 2) / m.sum(0)
+        total = total + w * (m * (ordered - quantile(table[0], levels)).pow(2)).sum() / m.sum(0).sum() / norm
+    return sliced.SW_SCALE * total
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_loss_and_its_gradient_are_the_plain_sorts_evaluation_after_evaluation(masked):
+    feats, style = _features((1, 6, 9, 7), 7), _features((1, 6, 8, 8), 8)
+    dirs = directions(6, 5, seed=4, dtype=torch.float64)
+    table = style_table(style, dirs)[None]
+    masks = region_weights = None
+    if masked:
+        masks = torch.rand(2, 1, 9, 7, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+        region_weights = [1.0, 0.3]
+    loss = SlicedLoss(dirs, table, weight=1.0, masks=masks, region_weights=region_weights)
+    for step in range(3):        # the module keeps its last order: later evaluations start from it
+        x = (feats + 0.05 * step * _features(feats.shape, 20 + step)).requires_grad_()
+        value = loss(x)
+        grad, = torch.autograd.grad(value, x)
+        plain = x.detach().requires_grad_()
+        expected = _through_the_sort(plain, dirs, table, masks, region_weights)
+        expected_grad, = torch.autograd.grad(expected, plain)
+        assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-12)
+        assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+
+
 def test_directions_are_fixed_for_a_scale_and_redrawn_between_scales():
     params = _params(image_size=64)
     one = directions(8, 4, layer_seed(params.seed, 64, 0))

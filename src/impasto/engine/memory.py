@@ -176,10 +176,13 @@ def _phases(params: RenderParams, height: int, width: int, guide, styles: Sequen
                   evaluate=optimiser + photo + held + evaluated)
 
 
-# sw on the whole image: autograd keeps each layer's projections, their sort (values and
-# int64 order) and the quantiles they are matched to — about 24 bytes a value (estimated
-# from the tensors' sizes, not measured: bench/phases.py does not cover sw yet)
-SW_WHOLE_BYTES = 24
+# sw on the whole image (sliced.SlicedLoss), per projected value: kept for the whole scale,
+# the last sort's int64 order and (unmasked) the sorted targets; in one evaluation, at its
+# peak, the projections, their gather in the last order, the sort's values and indices and
+# the composed order (or, masked, the levels and the quantile's temporaries). Estimated
+# from the tensors' sizes, not measured: bench/phases.py does not cover sw yet.
+SW_WHOLE_KEPT_BYTES = 12
+SW_WHOLE_BYTES = 28
 
 
 def style_term_bytes(params: RenderParams, height: int, width: int, guide, styles: Sequence[tuple[int, int]], *,
@@ -210,6 +213,7 @@ def style_term_bytes(params: RenderParams, height: int, width: int, guide, style
         built += sum(style_positions) * info.channels * 4
         values = positions * projections
         if not tiled:
+            kept += values * SW_WHOLE_KEPT_BYTES
             evaluated += values * SW_WHOLE_BYTES
         elif values <= sliced.EXACT_VALUES:
             kept += values * (4 + 4 * regions)

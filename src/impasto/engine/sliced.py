@@ -88,16 +88,17 @@ def resample(sorted_values: torch.Tensor, levels: int) -> torch.Tensor:
     return quantile(sorted_values, at[:, None].expand(levels, sorted_values.shape[1]))
 
 
-def quantile(table: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def quantile(table: torch.Tensor, levels: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """The quantiles at ``levels`` (n×P in 0..1) of a table of L×P sorted values, whose
-    row k is the level (k + ½)/L: linear between rows, the end rows beyond them."""
-    count = table.shape[0]
+    row k is the level (k + ½)/L: linear between rows, the end rows beyond them. ``dim=1``:
+    the same with both transposed (P×L table, P×n levels)."""
+    count = table.shape[dim]
     if count == 1:
-        return table.expand(levels.shape[0], -1)
+        return table.expand_as(levels)
     position = (levels * count - 0.5).clamp(0, count - 1)
     low = position.floor().long().clamp(max=count - 2)
     frac = (position - low).to(table.dtype)
-    below, above = table.gather(0, low), table.gather(0, low + 1)
+    below, above = table.gather(dim, low), table.gather(dim, low + 1)
     return below + frac * (above - below)
 
 
@@ -114,40 +115,75 @@ def blend_tables(tables: Sequence[torch.Tensor], weights: Sequence[float]) -> to
 
 
 class SlicedLoss(nn.Module):
-    """The sliced-Wasserstein loss of one layer, whole image (autograd through the sort).
+    """The sliced-Wasserstein loss of one layer, whole image.
 
     ``tables`` R×L×P: each region's target quantiles (R = 1: one target for every mask);
-    ``masks`` R'×1×H×W (``Guide.style_masks``) with ``region_weights``, or None."""
+    ``masks`` R'×1×H×W (``Guide.style_masks``) with ``region_weights``, or None.
+
+    Each evaluation sorts every direction's projections (without autograd) and scatters
+    each position's target quantile back to it; the loss is then the squared distance to
+    those targets, whose gradient is the one through the sort (a sort is a permutation
+    where values are distinct). The projections are held P×n, one direction a row, so each
+    sort runs over contiguous memory: sorting n×P along its columns took 2.7× as long
+    (262 144 × 64, relu1_1 at 512², one thread). Unmasked, the sorted targets depend only on
+    the count of positions, so they are computed once. The last evaluation's order is kept:
+    L-BFGS moves the image a little per step, so the projections taken in that order are
+    nearly sorted already, which the sort is quicker at.
+    """
 
     def __init__(self, dirs: torch.Tensor, tables: torch.Tensor, weight: float, normalize: bool = False,
                  masks: torch.Tensor | None = None, region_weights: list[float] | None = None):
         super().__init__()
-        self.register_buffer("dirs", dirs.detach())
-        self.register_buffer("tables", tables.detach())
+        self.register_buffer("dirs_t", dirs.detach().T.contiguous())               # P×C
+        self.register_buffer("tables_t", tables.detach().transpose(1, 2).contiguous())  # R×P×L
         self.register_buffer("norms", tables.detach().pow(2).mean(dim=(1, 2)).clamp(min=1e-12))
         self.register_buffer("masks", None if masks is None else masks.to(tables))
         self.weight, self.normalize = weight, normalize
         self.region_weights = region_weights or [1.0] * (1 if masks is None else len(masks))
+        self._order: torch.Tensor | None = None          # P×n, the last evaluation's sort
+        self._targets: torch.Tensor | None = None        # P×n, unmasked: the sorted targets
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             features = _NormalizeGradient.apply(features, self.weight)
-        x = feature_rows(features) @ self.dirs
-        ordered, order = x.sort(dim=0)
-        count, total = x.shape[0], x.new_zeros(())
+        x = self.dirs_t @ features.transpose(0, 1).reshape(features.shape[1], -1)   # P×n
+        with torch.no_grad():
+            order = self._sort(x.detach())
         if self.masks is None:
-            levels = (torch.arange(count, dtype=x.dtype, device=x.device)[:, None] + 0.5) / count
-            err = (ordered - quantile(self.tables[0], levels.expand_as(x))).pow(2).mean()
+            with torch.no_grad():
+                matched = torch.empty_like(x).scatter_(1, order, self._unmasked_targets(x))
+            err = (x - matched).pow(2).mean()
             return self.weight * SW_SCALE * err / self.norms[0]
-        weights = mask_rows(self.masks).to(x.dtype)
+        total = x.new_zeros(())
+        weights = self.masks.flatten(1).to(x.dtype)                                # R'×n
         for r, w in enumerate(self.region_weights):
-            m = weights[:, r][order]                      # each direction's weights in its sorted order
-            mass = m.sum(0)
-            levels = (m.cumsum(0) - m / 2) / mass.clamp(min=1e-12)
-            t = min(r, len(self.tables) - 1)
-            err = (m * (ordered - quantile(self.tables[t], levels)).pow(2)).sum() / (mass.sum().clamp(min=1e-12))
+            t = min(r, len(self.tables_t) - 1)
+            with torch.no_grad():
+                m = weights[r][order]                     # each direction's weights in its sorted order
+                mass = m.sum(1, keepdim=True)
+                levels = (m.cumsum(1) - m / 2) / mass.clamp(min=1e-12)
+                matched = torch.empty_like(x).scatter_(1, order, quantile(self.tables_t[t], levels, dim=1))
+            err = (weights[r] * (x - matched).pow(2)).sum() / mass.sum().clamp(min=1e-12)
             total = total + w * err / self.norms[t]
         return self.weight * SW_SCALE * total
+
+    def _sort(self, x: torch.Tensor) -> torch.Tensor:
+        """The order that sorts each row of ``x``, found from the last evaluation's."""
+        last = self._order
+        if last is None or last.shape != x.shape or last.device != x.device:
+            order = x.sort(dim=1).indices
+        else:
+            order = last.gather(1, x.gather(1, last).sort(dim=1).indices)
+        self._order = order
+        return order
+
+    def _unmasked_targets(self, x: torch.Tensor) -> torch.Tensor:
+        count = x.shape[1]
+        cached = self._targets
+        if cached is None or (cached.shape, cached.dtype, cached.device) != (x.shape, x.dtype, x.device):
+            levels = (torch.arange(count, dtype=x.dtype, device=x.device) + 0.5) / count
+            self._targets = quantile(self.tables_t[0].to(x.dtype), levels.expand_as(x).contiguous(), dim=1)
+        return self._targets
 
 
 class SlicedHistogram:
@@ -230,13 +266,14 @@ class SlicedHistogram:
     def _sort(self) -> None:
         x = torch.cat([rows for rows, _ in self.seen])
         masks = None if self.seen[0][1] is None else torch.cat([m for _, m in self.seen]).to(x.dtype)
-        order = x.argsort(dim=0)
+        rows = x.T.contiguous()               # P×n: each direction's sort over contiguous memory
+        order = rows.argsort(dim=1)
         self.levels, totals = [], []
         for r in range(self.regions):
-            m = torch.ones_like(x) if masks is None else masks[:, r][order]
-            mass = m.sum(0)
-            levels = torch.empty_like(x).scatter_(0, order, (m.cumsum(0) - m / 2) / mass.clamp(min=1e-12))
-            self.levels.append(levels)
+            m = torch.ones_like(rows) if masks is None else masks[:, r][order]
+            mass = m.sum(1)
+            levels = torch.empty_like(rows).scatter_(1, order, (m.cumsum(1) - m / 2) / mass[:, None].clamp(min=1e-12))
+            self.levels.append(levels.T.contiguous())
             totals.append(mass)
         self.total, self.seen = torch.stack(totals), []
 
