@@ -138,5 +138,7 @@ def test_exif_orientation_is_applied_and_all_metadata_dropped(web):
         assert image.format == "JPEG" and image.size == (256, 320)   # upright
         assert len(image.getexif()) == 0 and "exif" not in image.info
     assert b"Spy Camera" not in stored
-    assert stored_files(shop) == [key]
+    stored_now = stored_files(shop)            # the photo, once, and the previews' sketches painted from it
+    assert [f for f in stored_now if not f.startswith("jobs/")] == [key]
+    assert all(f.endswith("/sketch.jpg") for f in stored_now if f.startswith("jobs/"))
     assert key.startswith("portraits/") and key.endswith("/photo.jpg") and response.json()["id"] not in key
