@@ -15,7 +15,7 @@ from impasto.engine import sliced
 from impasto.engine.features import build_extractor
 from impasto.engine.masks import Guide
 from impasto.engine.params import RenderParams
-from impasto.engine.sliced import SlicedLoss, directions, layer_seed, quantile, resample, style_table
+from impasto.engine.sliced import SlicedLoss, directions, layer_seed, quantile, resample, sort_rows, style_table
 from impasto.engine.tiling import build_tiled_objective
 from impasto.errors import ParamError
 from support.pictures import textured_image
@@ -105,6 +105,17 @@ def _through_the_sort(feats, dirs, table, masks=None, region_weights=None):
     return sliced.SW_SCALE * total
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_sort_as_torch_sorts_them_ties_included(dtype):
+    x = torch.randn(5, 300, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    x[:, ::3] = 0.0                                  # ReLU features project many zeros alike
+    values, order = sort_rows(x)
+    assert order.dtype == torch.int64 and values.dtype == dtype
+    assert torch.equal(values, x.sort(dim=1).values)
+    assert torch.equal(x.gather(1, order), values)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(5, 300))   # a permutation
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_the_loss_and_its_gradient_are_the_plain_sorts_evaluation_after_evaluation(masked):
     feats, style = _features((1, 6, 9, 7), 7), _features((1, 6, 8, 8), 8)
@@ -115,7 +126,7 @@ def test_the_loss_and_its_gradient_are_the_plain_sorts_evaluation_after_evaluati
         masks = torch.rand(2, 1, 9, 7, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
         region_weights = [1.0, 0.3]
     loss = SlicedLoss(dirs, table, weight=1.0, masks=masks, region_weights=region_weights)
-    for step in range(3):        # the module keeps its last order: later evaluations start from it
+    for step in range(3):        # the cached sorted targets hold evaluation after evaluation
         x = (feats + 0.05 * step * _features(feats.shape, 20 + step)).requires_grad_()
         value = loss(x)
         grad, = torch.autograd.grad(value, x)

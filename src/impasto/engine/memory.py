@@ -177,11 +177,12 @@ def _phases(params: RenderParams, height: int, width: int, guide, styles: Sequen
 
 
 # sw on the whole image (sliced.SlicedLoss), per projected value: kept for the whole scale,
-# the last sort's int64 order and (unmasked) the sorted targets; in one evaluation, at its
-# peak, the projections, their gather in the last order, the sort's values and indices and
-# the composed order (or, masked, the levels and the quantile's temporaries). Estimated
-# from the tensors' sizes, not measured: bench/phases.py does not cover sw yet.
-SW_WHOLE_KEPT_BYTES = 12
+# (unmasked) the sorted targets; in one evaluation, at its peak, the projections, their
+# sorted copy (becoming the gradient in sorted order, held until backward), the int64
+# order, and the backward's scatter (or, masked, the weights in sorted order, the levels
+# and the quantile's temporaries). Estimated from the tensors' sizes, not measured:
+# bench/phases.py does not cover sw yet.
+SW_WHOLE_KEPT_BYTES = 4
 SW_WHOLE_BYTES = 28
 
 
